@@ -1,0 +1,120 @@
+"""Turns what users pass to ``update`` (lists, NumPy arrays, torch tensors on any device) into
+validated NumPy arrays, with at most one device-to-host copy per call.
+
+This runs on every training step, so it is written for few calls rather than for elegance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+ArrayLike: TypeAlias = torch.Tensor | npt.NDArray[Any] | Sequence[float] | Sequence[int]
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+
+
+def host_update(
+    indices: ArrayLike, metrics: Mapping[str, ArrayLike], size: int, key: str
+) -> tuple[I64, dict[str, F32]]:
+    """Converts and validates one ``update`` call.
+
+    Returns int64 ids in ``[0, size)`` and float32 metric columns of the same length, finite,
+    holding ``key``. Raises ``ValueError`` naming the problem otherwise. Tensors on an
+    accelerator are concatenated there and copied to the host in one transfer.
+    """
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"metrics should be a dict of name to values, but got {type(metrics)}")
+    if key not in metrics:
+        raise ValueError(
+            f'metrics should hold the priority key "{key}", but got keys {sorted(map(str, metrics))}'
+        )
+    raw_ids, raw_columns = _to_host(indices, metrics)
+    ids = validate_indices(raw_ids, size)
+    count = len(ids)
+    columns: dict[str, F32] = {}
+    for name, values in raw_columns.items():
+        if values.dtype.kind not in "biuf" or len(values) != count or not isinstance(name, str):
+            _raise_bad_column(name, values, count)
+        as_float = values.astype(np.float32, copy=False)
+        # One float64 reduction: NaN and inf propagate, and float32 values cannot overflow it.
+        if count and not math.isfinite(as_float.sum(dtype=np.float64)):
+            raise ValueError(f'metric "{name}" should be finite, but got NaN or inf')
+        columns[name] = as_float
+    return ids, columns
+
+
+def _raise_bad_column(name: object, values: npt.NDArray[Any], count: int) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"metric names should be non-empty strings, but got {name!r}")
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f'metric "{name}" should be numeric, but got dtype {values.dtype}')
+    raise ValueError(
+        f'metric "{name}" should have one value per index ({count}), but got {len(values)}'
+    )
+
+
+def host_indices(indices: ArrayLike, size: int) -> I64:
+    """Converts and validates sample ids (for ``evict``/``reinstate``)."""
+    return validate_indices(_as_array(indices), size)
+
+
+def validate_indices(indices: npt.NDArray[Any], size: int) -> I64:
+    """Checks that ``indices`` are integers in ``[0, size)``; returns them as int64."""
+    kind = indices.dtype.kind
+    if kind == "f":
+        as_int = indices.astype(np.int64)
+        if not np.array_equal(as_int, indices):
+            raise ValueError("indices should be integers, but got non-integral values")
+        indices = as_int
+    elif kind not in "iu":
+        if len(indices):
+            raise ValueError(f"indices should be integers, but got dtype {indices.dtype}")
+        indices = indices.astype(np.int64)
+    ids: I64 = indices.astype(np.int64, copy=False)
+    # Viewed as unsigned, negative ids become huge: one reduction checks both bounds.
+    if len(ids) and ids.view(np.uint64).max() >= size:
+        bad = ids[(ids < 0) | (ids >= size)][0]
+        raise ValueError(
+            f"indices should be in [0, {size}) for a data source of {size} samples, but got {bad}"
+        )
+    return ids
+
+
+def _to_host(
+    indices: ArrayLike, metrics: Mapping[str, ArrayLike]
+) -> tuple[npt.NDArray[Any], dict[str, npt.NDArray[Any]]]:
+    if len(metrics) == 1 and not (isinstance(indices, torch.Tensor) and not indices.is_cpu):
+        ((name, values),) = metrics.items()
+        return _as_array(indices), {name: _as_array(values)}
+    names = list(metrics)
+    columns: list[Any] = [indices, *(metrics[name] for name in names)]
+    on_device = [i for i, c in enumerate(columns) if isinstance(c, torch.Tensor) and not c.is_cpu]
+    if len(on_device) > 1:
+        flat = [columns[i].detach().reshape(-1) for i in on_device]
+        device = flat[0].device
+        host = torch.cat([t.to(device=device, dtype=torch.float64) for t in flat]).cpu().numpy()
+        bounds = np.cumsum([t.numel() for t in flat])[:-1]
+        for i, part in zip(on_device, np.split(host, bounds), strict=True):
+            columns[i] = part
+    ids = _as_array(columns[0])
+    return ids, {name: _as_array(c) for name, c in zip(names, columns[1:], strict=True)}
+
+
+def _as_array(column: Any) -> npt.NDArray[Any]:
+    # Ordered by how often each type arrives from a training loop.
+    if isinstance(column, torch.Tensor):
+        if column.requires_grad:
+            column = column.detach()
+        if not column.is_cpu:
+            column = column.cpu()
+        host: npt.NDArray[Any] = column.numpy()
+        return host.reshape(-1)
+    if isinstance(column, np.ndarray):
+        return column.reshape(-1)
+    return np.array(column).reshape(-1)

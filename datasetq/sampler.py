@@ -1,0 +1,726 @@
+"""``HeapqSampler``: loss-based priority sampling with warm-up, eviction and checkpointing."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterator, Mapping, Sized
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Sampler
+
+from . import _distributed
+from ._base_order import BaseOrder
+from ._inputs import ArrayLike, host_indices, host_update
+from ._priority_queue import PriorityRuns, float_keys, pack, unpack_ids, unpack_keys
+from .errors import AllSamplesEvictedError
+
+__all__ = ["HeapqSampler", "SamplerListener"]
+
+I64 = npt.NDArray[np.int64]
+
+# Per-sample state flags (one byte per sample).
+_EVICTED = np.uint8(1)  # never drawn until reset() or reinstate()
+_WAITING = np.uint8(2)  # drawn; competes again once its loss is updated
+_COLD = np.uint8(4)  # pushed out of the pool by `size`; competes again once drawn and updated
+_SCORED = np.uint8(8)  # has a loss that counts for priority (reset() clears it)
+_NOT_IN_POOL = _EVICTED | _WAITING | _COLD
+_UINT16_MAX = np.iinfo(np.uint16).max
+_STATE_VERSION = 1
+
+
+class SamplerListener:
+    """Receives what a :class:`HeapqSampler` does (the recorder implements it).
+
+    Every method is called on the training thread and must return quickly.
+    """
+
+    def on_epoch_start(self, sampler: HeapqSampler, epoch: int) -> None:
+        """Called when an epoch starts."""
+
+    def on_update(
+        self, sampler: HeapqSampler, ids: I64, metrics: Mapping[str, npt.NDArray[np.float32]]
+    ) -> None:
+        """Called after an accepted update."""
+
+    def on_evict(self, sampler: HeapqSampler, ids: I64, epoch: int) -> None:
+        """Called when samples are evicted."""
+
+    def on_epoch_end(self, sampler: HeapqSampler, epoch: int) -> None:
+        """Called when an epoch has yielded all of its draws."""
+
+
+class HeapqSampler(Sampler[int]):
+    r"""Draws the samples a model struggles with first, and evicts the ones it never learns.
+
+    The first ``start_at`` epochs visit every sample once (warm-up). Afterwards each draw takes
+    the sample with the highest priority: the largest latest loss with ``extrema="min"``, the
+    smallest with ``extrema="max"``; a sample with no loss yet comes first. A drawn sample waits
+    until :meth:`update` gives it a new loss, then competes again with it, so a sample that stays
+    hard is drawn again within the epoch. A sample drawn ``max_visits`` times in one epoch is
+    evicted: it is not drawn again until :meth:`reset` or :meth:`reinstate`.
+
+    Every epoch yields ``num_samples`` indices (``len(data_source)`` by default), also after
+    evictions. When the pool has nothing to offer (every sample drawn and awaiting its update)
+    draws fall back to the base order.
+
+    Args:
+        data_source (Sized): the dataset; only its length is used.
+        extrema (str): ``"min"`` draws the largest priority value first (a min-heap of negated
+            losses, as in the original datasetq), ``"max"`` the smallest. Default: ``"min"``.
+        size (int, optional): only the ``size`` highest-priority scored samples compete; the
+            rest wait until they are drawn from the base order (``steps``) and updated.
+            Default: ``None`` (all).
+        steps (int, optional): every ``steps``-th draw comes from the base order instead of the
+            priority queue; ``steps=1`` is a plain (shuffled) sampler. Default: ``None``.
+        start_at (int, optional): number of warm-up epochs. Default: ``None`` (1).
+        max_visits (int, optional): draws within one epoch after which a sample is evicted.
+            Default: ``None`` (never).
+        reset_every (int, optional): forget priorities and evictions every ``reset_every``
+            draws. Default: ``None`` (never).
+        shuffle (bool): base order is a seeded permutation per epoch instead of
+            ``0..n-1``. Default: ``False``.
+        generator (torch.Generator, optional): draws the seed when ``seed`` is not given.
+        seed (int, optional): base seed; epoch ``e`` uses a permutation derived from
+            ``(seed, e)``. Default: drawn from ``generator`` or torch's default generator
+            (``0`` when distributed, so every rank agrees).
+        num_samples (int, optional): draws per epoch over all ranks. Default: ``len(data_source)``.
+        num_replicas (int, optional): number of ranks. Default: the default process group's
+            world size, or 1.
+        rank (int, optional): this process's rank. Default: from the default process group, or 0.
+        chunk_size (int, optional): draws (per rank) served per refresh of the priority order;
+            an update reaches the order within this many draws. Default: between 64 and 4096,
+            about ``len(data_source) / 16``.
+        key (str): the metric that sets priority. Default: ``"loss"``.
+        listener (SamplerListener, optional): receives epochs, updates and evictions (for
+            example a :class:`datasetq.Recorder`).
+
+    .. note::
+        A ``DataLoader`` with ``num_workers > 0`` reads the sampler ahead by
+        ``prefetch_factor * num_workers`` batches, so an update reaches the priority order that
+        many batches (plus at most ``chunk_size`` draws) late.
+
+    .. note::
+        Losses are kept as float32; values equal in float32 rank by index. Under
+        ``torch.distributed`` every rank runs the same sampler and :meth:`update` all-gathers
+        ids and losses, so every rank holds the same state; rank ``r`` yields the epoch's
+        draws ``r, r + R, r + 2R, ...``.
+
+    Example::
+
+        >>> dataset = decorate_with_indices(MyDataset)(...)
+        >>> sampler = HeapqSampler(dataset, max_visits=10, shuffle=True, seed=0)
+        >>> loader = DataLoader(dataset, batch_size=64, sampler=sampler)
+        >>> for epoch in range(epochs):
+        ...     for index, (data, target) in loader:
+        ...         loss = F.cross_entropy(model(data), target, reduction="none")
+        ...         loss.mean().backward()
+        ...         sampler.update(index, {"loss": loss.detach()})
+    """
+
+    _share: list[int]
+    _share_iter: Iterator[int] | None
+    _yielded_before: int
+    _epoch_drawn: int
+    _chunk: I64
+
+    def __init__(
+        self,
+        data_source: Sized,
+        extrema: Literal["min", "max"] = "min",
+        size: int | None = None,
+        steps: int | None = None,
+        start_at: int | None = None,
+        max_visits: int | None = None,
+        reset_every: int | None = None,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        *,
+        seed: int | None = None,
+        num_samples: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        chunk_size: int | None = None,
+        key: str = "loss",
+        listener: SamplerListener | None = None,
+    ) -> None:
+        n = len(data_source)
+        if n <= 0:
+            raise ValueError(f"data_source should not be empty, but got len(data_source)={n}")
+        if n >= 2**32:
+            raise ValueError(f"data_source should hold fewer than 2**32 samples, but got {n}")
+        if extrema not in ("min", "max"):
+            raise ValueError(f'extrema should be "min" or "max", but got extrema={extrema!r}')
+        _check_positive("size", size)
+        _check_positive("steps", steps)
+        _check_positive("max_visits", max_visits, upper=_UINT16_MAX)
+        _check_positive("reset_every", reset_every)
+        _check_positive("num_samples", num_samples)
+        _check_positive("chunk_size", chunk_size)
+        if start_at is not None and (not _is_int(start_at) or start_at < 0):
+            raise ValueError(
+                f"start_at should be a non-negative integer, but got start_at={start_at!r}"
+            )
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"key should be a non-empty string, but got key={key!r}")
+        world, world_rank = _distributed.default_world()
+        num_replicas = world if num_replicas is None else num_replicas
+        rank = world_rank if rank is None else rank
+        _check_positive("num_replicas", num_replicas)
+        if not _is_int(rank) or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank should be in [0, {num_replicas}), but got rank={rank!r}")
+        if seed is None:
+            if generator is not None:
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+            elif num_replicas > 1:
+                seed = 0
+            else:
+                seed = int(torch.randint(0, 2**62, (1,)).item())
+        elif not _is_int(seed):
+            raise ValueError(f"seed should be an integer, but got seed={seed!r}")
+
+        self.data_source = data_source
+        self.extrema = extrema
+        self.size = size
+        self.steps = steps
+        self.start_at = 1 if start_at is None else start_at
+        self.max_visits = max_visits
+        self.reset_every = reset_every
+        self.shuffle = shuffle
+        self.seed = seed
+        self.key = key
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.listener = listener
+        self._n = n
+        self.num_samples = n if num_samples is None else num_samples
+        self._per_rank = math.ceil(self.num_samples / num_replicas)
+        self._total = self._per_rank * num_replicas
+        self.chunk_size = chunk_size if chunk_size is not None else min(4096, max(64, n // 16))
+
+        self._loss = np.full(n, np.nan, dtype=np.float32)
+        self._visits = np.zeros(n, dtype=np.int32)
+        self._epoch_visits = np.zeros(n, dtype=np.uint16)
+        self._state = np.zeros(n, dtype=np.uint8)
+        self._metrics: dict[str, npt.NDArray[np.float32]] = {}
+        self._evicted_ids: I64 = np.empty(0, dtype=np.int64)
+        self._evicted_epochs: I64 = np.empty(0, dtype=np.int64)
+        self._queue = PriorityRuns()
+        self._queue_built = False
+        # Updates received since the last chunk, applied by _flush_pending().
+        self._pending: list[tuple[I64, dict[str, npt.NDArray[np.float32]]]] = []
+        self._pending_count = 0
+        self._base = BaseOrder(n, shuffle, seed)
+
+        self._epoch = -1
+        self._requested_epoch: int | None = None
+        self._draws = 0  # global draws since construction (steps and reset_every count these)
+        self._reset_epoch(-1)
+        self._resuming = False
+
+    # ------------------------------------------------------------------ reading the state
+    def __len__(self) -> int:
+        return self._per_rank
+
+    @property
+    def epoch(self) -> int:
+        """The current (or last) epoch; -1 before the first."""
+        return self._epoch
+
+    @property
+    def loss(self) -> npt.NDArray[np.float32]:
+        """Latest priority value per sample (NaN: none yet). A read-only view."""
+        self._flush_pending()
+        return _read_only(self._loss)
+
+    @property
+    def visits(self) -> npt.NDArray[np.int32]:
+        """Draws per sample since construction. A read-only view."""
+        return _read_only(self._visits)
+
+    @property
+    def epoch_visits(self) -> npt.NDArray[np.uint16]:
+        """Draws per sample in the current epoch. A read-only view."""
+        return _read_only(self._epoch_visits)
+
+    @property
+    def metrics(self) -> dict[str, npt.NDArray[np.float32]]:
+        """Latest value of every metric given to :meth:`update` (NaN: none yet)."""
+        self._flush_pending()
+        return {name: _read_only(values) for name, values in self._metrics.items()}
+
+    @property
+    def evicted(self) -> I64:
+        """Ids of the currently evicted samples, ascending."""
+        return np.flatnonzero(self._state & _EVICTED).astype(np.int64)
+
+    @property
+    def evictions(self) -> tuple[I64, I64]:
+        """``(ids, epochs)``: each currently evicted sample and the epoch it was evicted in."""
+        return self._evicted_ids.copy(), self._evicted_epochs.copy()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the sampler's arrays."""
+        arrays: list[npt.NDArray[Any]] = [
+            self._loss,
+            self._visits,
+            self._epoch_visits,
+            self._state,
+            *self._metrics.values(),
+        ]
+        return sum(a.nbytes for a in arrays) + self._queue.nbytes + self._base.nbytes
+
+    def get_history(self) -> dict[str, npt.NDArray[Any]]:
+        """Per-sample ``id``, ``loss``, ``visits`` and ``evicted`` (the original API, as arrays)."""
+        self._flush_pending()
+        return {
+            "id": np.arange(self._n, dtype=np.int64),
+            "loss": self._loss.copy(),
+            "visits": self._visits.copy(),
+            "evicted": (self._state & _EVICTED).astype(bool),
+        }
+
+    def get_evicted(self) -> list[int]:
+        """Evicted ids as a list (the original API)."""
+        return self.evicted.tolist()  # type: ignore[no-any-return]
+
+    def get_heap(self) -> I64:
+        """Ids that compete now, in the order they would be drawn."""
+        self._flush_pending()
+        eligible = np.flatnonzero(self._state == _SCORED)
+        entries = np.sort(pack(self._keys(eligible), eligible))
+        return unpack_ids(entries)
+
+    # ------------------------------------------------------------------ control
+    def set_epoch(self, epoch: int) -> None:
+        """Sets the epoch the next iteration runs (as ``DistributedSampler.set_epoch``)."""
+        if not _is_int(epoch) or epoch < 0:
+            raise ValueError(f"epoch should be a non-negative integer, but got epoch={epoch!r}")
+        self._requested_epoch = epoch
+
+    def reset(self) -> None:
+        """Forgets every priority and eviction: all samples compete again, unscored."""
+        self._flush_pending()
+        self._state &= _WAITING
+        self._evicted_ids = self._evicted_ids[:0]
+        self._evicted_epochs = self._evicted_epochs[:0]
+        self._queue.clear()
+        self._unscored_cursor = 0
+        self._maybe_unscored = True
+
+    def evict(self, indices: ArrayLike) -> None:
+        """Evicts samples now (for example a decision made in the dashboard)."""
+        self._flush_pending()
+        ids = np.unique(host_indices(indices, self._n))
+        self._mark_evicted(ids[(self._state[ids] & _EVICTED) == 0])
+
+    def reinstate(self, indices: ArrayLike) -> None:
+        """Lets evicted samples compete again, with their latest loss if they have one."""
+        self._flush_pending()
+        ids = np.unique(host_indices(indices, self._n))
+        ids = ids[(self._state[ids] & _EVICTED) != 0]
+        if not len(ids):
+            return
+        self._state[ids] &= ~_EVICTED
+        keep = ~np.isin(self._evicted_ids, ids)
+        self._evicted_ids = self._evicted_ids[keep]
+        self._evicted_epochs = self._evicted_epochs[keep]
+        self._requeue(ids)
+
+    # ------------------------------------------------------------------ feedback
+    def update(self, indices: ArrayLike, metrics: Mapping[str, ArrayLike]) -> None:
+        """Records the metrics of drawn samples; ``metrics[key]`` sets their priority.
+
+        Args:
+            indices: sample ids, as a list, NumPy array or tensor on any device.
+            metrics (dict): metric name to one value per id (same types). Must hold ``key``
+                (``"loss"`` by default); other metrics (a logit margin, the predicted class)
+                are kept and readable from :attr:`metrics`.
+
+        Raises:
+            ValueError: ids out of range, lengths that differ, a missing key, non-finite values.
+                The sampler's state is left as it was.
+        """
+        ids, columns = host_update(indices, metrics, self._n, self.key)
+        if self.num_replicas > 1 and _distributed.is_initialized():
+            ids, columns = _distributed.all_gather_update(ids, columns)
+        if not len(ids):
+            return
+        # Applying waits for the next chunk (or a read): batching it there costs a few array
+        # calls per chunk instead of per step, and nothing reads the state in between.
+        self._pending.append((ids, columns))
+        self._pending_count += len(ids)
+        if self._pending_count > 1 << 20:
+            self._flush_pending()
+        if self.listener is not None:
+            self.listener.on_update(self, ids, columns)
+
+    def _flush_pending(self) -> None:
+        """Applies the updates received since the last chunk, in order."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_count = self._pending, [], 0
+        if len(pending) == 1:
+            ids, columns = pending[0]
+        else:
+            ids = np.concatenate([p[0] for p in pending])
+            names = {name for p in pending for name in p[1]}
+            columns = {name: np.concatenate([_column(p, name) for p in pending]) for name in names}
+        for name, values in columns.items():
+            if name == self.key:
+                self._loss[ids] = values
+                continue
+            target = self._metrics.get(name)
+            if target is None:
+                target = self._metrics[name] = np.full(self._n, np.nan, dtype=np.float32)
+            given = ~np.isnan(values)
+            target[ids[given]] = values[given]
+        previous = self._state[ids]
+        self._state[ids] = (previous & ~(_WAITING | _COLD)) | _SCORED
+        if self._queue_built:
+            competing = ids[(previous & _EVICTED) == 0]
+            self._queue.push(pack(self._keys(competing), competing))
+            if self.size is not None and len(self._queue) > self.size:
+                self._enforce_size()
+
+    # ------------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator[int]:
+        if self._resuming:
+            self._resuming = False
+        else:
+            epoch = self._epoch + 1 if self._requested_epoch is None else self._requested_epoch
+            self._requested_epoch = None
+            self._begin_epoch(epoch)
+        while True:
+            if self._share_iter is None:
+                if self._epoch_drawn >= self._total:
+                    break
+                self._next_chunk()
+                continue
+            yield from self._share_iter
+            self._yielded_before += len(self._share)
+            self._share_iter = None
+        self._epoch_done = True
+        if self.listener is not None:
+            self.listener.on_epoch_end(self, self._epoch)
+
+    def _reset_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+        self._epoch_drawn = 0  # global draws made in this epoch
+        self._epoch_done = False
+        self._yielded_before = 0  # this rank's indices in shares fully yielded
+        self._share = []
+        self._share_iter = None
+        self._chunk = np.empty(0, dtype=np.int64)
+        self._chunk_start = 0
+        self._base_round = 0
+        self._base_cursor = 0
+        self._unscored_cursor = 0
+        self._maybe_unscored = True
+
+    def _begin_epoch(self, epoch: int) -> None:
+        self._flush_pending()
+        self._reset_epoch(epoch)
+        self._base.forget_before(epoch)
+        self._epoch_visits[:] = 0
+        waiting = np.flatnonzero(self._state & _WAITING)
+        self._state[waiting] &= ~_WAITING
+        if epoch >= self.start_at:
+            if self._queue_built:
+                self._requeue(waiting[(self._state[waiting] & _EVICTED) == 0])
+            else:
+                self._build_queue()
+        self._maybe_unscored = bool(np.any((self._state & (_SCORED | _NOT_IN_POOL)) == 0))
+        if self.listener is not None:
+            self.listener.on_epoch_start(self, epoch)
+
+    def _next_chunk(self) -> None:
+        self._flush_pending()
+        count = min(self.chunk_size * self.num_replicas, self._total - self._epoch_drawn)
+        if self.reset_every is not None:
+            count = min(count, self.reset_every - self._draws % self.reset_every)
+        if self._epoch < self.start_at:
+            chunk = self._draw_base(count)
+        else:
+            chunk = self._draw_priority(count)
+        offset = (self.rank - self._epoch_drawn) % self.num_replicas
+        self._chunk = chunk
+        self._chunk_start = self._epoch_drawn
+        self._share = chunk[offset :: self.num_replicas].tolist()
+        self._share_iter = iter(self._share)
+        self._draws += count
+        self._epoch_drawn += count
+        if self.reset_every is not None and self._draws % self.reset_every == 0:
+            self.reset()
+
+    def _draw_priority(self, count: int) -> I64:
+        if self.steps is None:
+            n_base = 0
+        else:
+            positions = np.arange(self._draws + 1, self._draws + count + 1)
+            base_slots = positions % self.steps == 0
+            n_base = int(base_slots.sum())
+        ranked = self._pop_ranked(count - n_base)
+        self._register(ranked)
+        fallback = self._draw_base(count - len(ranked))
+        if n_base == 0:
+            return np.concatenate([ranked, fallback])
+        chunk = np.empty(count, dtype=np.int64)
+        chunk[base_slots] = fallback[:n_base]
+        chunk[~base_slots] = np.concatenate([ranked, fallback[n_base:]])
+        return chunk
+
+    def _pop_ranked(self, count: int) -> I64:
+        """Takes up to ``count`` samples from the pool: unscored ones first, then by priority."""
+        parts: list[I64] = []
+        if count and self._maybe_unscored:
+            parts.append(self._pop_unscored(count))
+            count -= len(parts[0])
+        while count > 0:
+            entries = self._queue.pop(count)
+            if not len(entries):
+                break
+            ids = unpack_ids(entries)
+            valid = (self._state[ids] == _SCORED) & (self._keys(ids) == unpack_keys(entries))
+            valid[1:] &= entries[1:] != entries[:-1]
+            taken = ids[valid]
+            if len(taken) > count:  # identical entries made pop return extra ones
+                self._queue.push(entries[valid][count:])
+                taken = taken[:count]
+            parts.append(taken)
+            count -= len(taken)
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def _pop_unscored(self, count: int) -> I64:
+        """Unscored samples that compete, in base order (they rank before any scored one)."""
+        found: list[I64] = []
+        while count > 0 and self._unscored_cursor < self._n:
+            stop = min(self._n, self._unscored_cursor + max(4 * count, 4096))
+            window = self._base.window(self._epoch, 0, self._unscored_cursor, stop)
+            hits = np.flatnonzero((self._state[window] & (_SCORED | _NOT_IN_POOL)) == 0)
+            if len(hits) >= count:
+                hits = hits[:count]
+                self._unscored_cursor += int(hits[-1]) + 1
+            else:
+                self._unscored_cursor = stop
+            found.append(window[hits])
+            count -= len(hits)
+        if self._unscored_cursor >= self._n:
+            self._maybe_unscored = False
+        return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+
+    def _draw_base(self, count: int) -> I64:
+        """Takes ``count`` non-evicted samples in base order, starting new rounds as needed."""
+        found: list[I64] = []
+        while count > 0:
+            if len(self._evicted_ids) >= self._n:
+                raise AllSamplesEvictedError(
+                    f"all {self._n} samples are evicted; call reset() or reinstate() to draw again"
+                )
+            if self._base_cursor >= self._n:
+                self._base_round += 1
+                self._base_cursor = 0
+            stop = min(self._n, self._base_cursor + max(2 * count, 256))
+            window = self._base.window(self._epoch, self._base_round, self._base_cursor, stop)
+            hits = np.flatnonzero((self._state[window] & _EVICTED) == 0)
+            if len(hits) >= count:
+                hits = hits[:count]
+                self._base_cursor += int(hits[-1]) + 1
+            else:
+                self._base_cursor = stop
+            drawn = window[hits]
+            self._register(drawn)
+            found.append(drawn)
+            count -= len(hits)
+        return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+
+    def _register(self, ids: I64) -> None:
+        """Counts draws of distinct ids; evicts those that reach ``max_visits``."""
+        if not len(ids):
+            return
+        self._visits[ids] += 1
+        self._epoch_visits[ids] = np.minimum(self._epoch_visits[ids], _UINT16_MAX - 1) + 1
+        self._state[ids] |= _WAITING
+        if self.max_visits is not None:
+            over = ids[self._epoch_visits[ids] >= self.max_visits]
+            self._mark_evicted(over[(self._state[over] & _EVICTED) == 0])
+
+    def _mark_evicted(self, ids: I64) -> None:
+        if not len(ids):
+            return
+        self._state[ids] |= _EVICTED
+        self._evicted_ids = np.concatenate([self._evicted_ids, ids])
+        self._evicted_epochs = np.concatenate(
+            [self._evicted_epochs, np.full(len(ids), self._epoch, dtype=np.int64)]
+        )
+        if self.listener is not None:
+            self.listener.on_evict(self, ids, self._epoch)
+
+    # ------------------------------------------------------------------ the pool
+    def _keys(self, ids: I64) -> npt.NDArray[np.uint32]:
+        return float_keys(self._loss[ids], descending=self.extrema == "min")
+
+    def _build_queue(self) -> None:
+        eligible = np.flatnonzero(self._state == _SCORED)
+        self._queue.build(pack(self._keys(eligible), eligible))
+        self._queue_built = True
+        if self.size is not None and len(eligible) > self.size:
+            self._enforce_size()
+
+    def _requeue(self, ids: I64) -> None:
+        """Puts samples that became eligible again back into the pool."""
+        if not len(ids):
+            return
+        scored = ids[(self._state[ids] & _SCORED) != 0]
+        if self._queue_built and len(scored):
+            self._queue.push(pack(self._keys(scored), scored))
+            if self.size is not None and len(self._queue) > self.size:
+                self._enforce_size()
+        if len(scored) < len(ids):
+            self._maybe_unscored = True
+            self._unscored_cursor = 0
+
+    def _enforce_size(self) -> None:
+        """Keeps the ``size`` best scored samples in the pool; the others become cold."""
+        assert self.size is not None
+        entries = np.unique(self._queue.entries())
+        ids = unpack_ids(entries)
+        valid = (self._state[ids] == _SCORED) & (self._keys(ids) == unpack_keys(entries))
+        entries, ids = entries[valid], ids[valid]
+        self._state[ids[self.size :]] |= _COLD
+        self._queue.build(entries[: self.size])
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this sampler is, mid-epoch included.
+
+        Holds plain values and tensors, so it survives ``torch.save`` and
+        ``torch.load(weights_only=True)``.
+        """
+        self._flush_pending()
+        consumed = 0
+        if self._share_iter is not None:
+            consumed = len(self._share) - operator.length_hint(self._share_iter)
+        in_epoch = self._epoch >= 0 and not self._epoch_done
+        return {
+            "version": _STATE_VERSION,
+            "size_of_data_source": self._n,
+            "num_replicas": self.num_replicas,
+            "seed": self.seed,
+            "epoch": self._epoch,
+            "requested_epoch": self._requested_epoch,
+            "draws": self._draws,
+            "in_epoch": in_epoch,
+            "epoch_drawn": self._epoch_drawn,
+            "chunk": torch.from_numpy(self._chunk.copy()),
+            "chunk_start": self._chunk_start,
+            "chunk_active": self._share_iter is not None,
+            "share_consumed": consumed,
+            "yielded_before": self._yielded_before,
+            "base_round": self._base_round,
+            "base_cursor": self._base_cursor,
+            "unscored_cursor": self._unscored_cursor,
+            "maybe_unscored": self._maybe_unscored,
+            "queue_built": self._queue_built,
+            "loss": torch.from_numpy(self._loss.copy()),
+            "visits": torch.from_numpy(self._visits.copy()),
+            "epoch_visits": torch.from_numpy(self._epoch_visits.astype(np.int32)),
+            "state": torch.from_numpy(self._state.copy()),
+            "metrics": {k: torch.from_numpy(v.copy()) for k, v in self._metrics.items()},
+            "evicted_ids": torch.from_numpy(self._evicted_ids.copy()),
+            "evicted_epochs": torch.from_numpy(self._evicted_epochs.copy()),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restores a :meth:`state_dict`; the next iteration continues the saved epoch."""
+        if not isinstance(state_dict, Mapping) or state_dict.get("version") != _STATE_VERSION:
+            raise ValueError("state_dict should come from HeapqSampler.state_dict() (version 1)")
+        for name, expected in (
+            ("size_of_data_source", self._n),
+            ("num_replicas", self.num_replicas),
+        ):
+            if state_dict.get(name) != expected:
+                raise ValueError(
+                    f"state_dict was saved with {name}={state_dict.get(name)}, "
+                    f"but this sampler has {name}={expected}"
+                )
+        arrays = {
+            "loss": (np.float32, self._n),
+            "visits": (np.int32, self._n),
+            "epoch_visits": (np.int32, self._n),
+            "state": (np.uint8, self._n),
+        }
+        loaded: dict[str, npt.NDArray[Any]] = {}
+        for name, (dtype, length) in arrays.items():
+            value = np.asarray(state_dict[name]).astype(dtype)
+            if value.shape != (length,):
+                raise ValueError(f"state_dict[{name!r}] should have shape ({length},)")
+            loaded[name] = value
+        self.seed = int(state_dict["seed"])
+        self._base = BaseOrder(self._n, self.shuffle, self.seed)
+        self._loss = loaded["loss"]
+        self._visits = loaded["visits"]
+        self._epoch_visits = loaded["epoch_visits"].astype(np.uint16)
+        self._state = loaded["state"]
+        self._metrics = {
+            k: np.asarray(v).astype(np.float32) for k, v in state_dict["metrics"].items()
+        }
+        self._evicted_ids = np.asarray(state_dict["evicted_ids"]).astype(np.int64)
+        self._evicted_epochs = np.asarray(state_dict["evicted_epochs"]).astype(np.int64)
+        self._draws = int(state_dict["draws"])
+        self._pending, self._pending_count = [], 0
+        self._requested_epoch = state_dict["requested_epoch"]
+        self._reset_epoch(int(state_dict["epoch"]))
+        self._queue_built = bool(state_dict["queue_built"])
+        if self._queue_built:
+            eligible = np.flatnonzero(self._state == _SCORED)
+            self._queue.build(pack(self._keys(eligible), eligible))
+        else:
+            self._queue.clear()
+        self._base_round = int(state_dict["base_round"])
+        self._base_cursor = int(state_dict["base_cursor"])
+        self._unscored_cursor = int(state_dict["unscored_cursor"])
+        self._maybe_unscored = bool(state_dict["maybe_unscored"])
+        self._epoch_drawn = int(state_dict["epoch_drawn"])
+        self._yielded_before = int(state_dict["yielded_before"])
+        self._resuming = bool(state_dict["in_epoch"])
+        self._epoch_done = not self._resuming
+        if state_dict["chunk_active"]:
+            self._chunk = np.asarray(state_dict["chunk"]).astype(np.int64)
+            self._chunk_start = int(state_dict["chunk_start"])
+            offset = (self.rank - self._chunk_start) % self.num_replicas
+            self._share = self._chunk[offset :: self.num_replicas].tolist()
+            self._share_iter = iter(self._share[int(state_dict["share_consumed"]) :])
+            self._yielded_before += int(state_dict["share_consumed"])
+            self._share = self._share[int(state_dict["share_consumed"]) :]
+
+
+def _column(
+    pending: tuple[I64, dict[str, npt.NDArray[np.float32]]], name: str
+) -> npt.NDArray[np.float32]:
+    """One pending update's values of a metric, NaN where that update did not give it."""
+    values = pending[1].get(name)
+    return np.full(len(pending[0]), np.nan, np.float32) if values is None else values
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _check_positive(name: str, value: object, upper: int | None = None) -> None:
+    if value is None:
+        return
+    if not _is_int(value) or value <= 0:  # type: ignore[operator]
+        raise ValueError(f"{name} should be a positive integer, but got {name}={value!r}")
+    if upper is not None and value > upper:  # type: ignore[operator]
+        raise ValueError(f"{name} should be at most {upper}, but got {name}={value!r}")
+
+
+def _read_only(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    view = array.view()
+    view.flags.writeable = False
+    return view
