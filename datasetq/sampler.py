@@ -440,22 +440,28 @@ class HeapqSampler(Sampler[int]):
 
     def _next_chunk(self) -> None:
         self._flush_pending()
+        # Whole chunks (a multiple of num_replicas) keep every rank in step with the others.
         count = min(self.chunk_size * self.num_replicas, self._total - self._epoch_drawn)
-        if self.reset_every is not None:
-            count = min(count, self.reset_every - self._draws % self.reset_every)
-        if self._epoch < self.start_at:
-            chunk = self._draw_base(count)
-        else:
-            chunk = self._draw_priority(count)
+        parts = []
+        while count:
+            part = count
+            if self.reset_every is not None:
+                part = min(part, self.reset_every - self._draws % self.reset_every)
+            if self._epoch < self.start_at:
+                parts.append(self._draw_base(part))
+            else:
+                parts.append(self._draw_priority(part))
+            self._draws += part
+            count -= part
+            if self.reset_every is not None and self._draws % self.reset_every == 0:
+                self.reset()
+        chunk = parts[0] if len(parts) == 1 else np.concatenate(parts)
         offset = (self.rank - self._epoch_drawn) % self.num_replicas
         self._chunk = chunk
         self._chunk_start = self._epoch_drawn
         self._share = chunk[offset :: self.num_replicas].tolist()
         self._share_iter = iter(self._share)
-        self._draws += count
-        self._epoch_drawn += count
-        if self.reset_every is not None and self._draws % self.reset_every == 0:
-            self.reset()
+        self._epoch_drawn += len(chunk)
 
     def _draw_priority(self, count: int) -> I64:
         if self.steps is None:
@@ -605,7 +611,9 @@ class HeapqSampler(Sampler[int]):
         consumed = 0
         if self._share_iter is not None:
             consumed = len(self._share) - operator.length_hint(self._share_iter)
-        in_epoch = self._epoch >= 0 and not self._epoch_done
+        # An epoch whose draws were all yielded is over, even if its iterator was not exhausted.
+        yielded = self._yielded_before + consumed
+        in_epoch = self._epoch >= 0 and not self._epoch_done and yielded < self._per_rank
         return {
             "version": _STATE_VERSION,
             "size_of_data_source": self._n,

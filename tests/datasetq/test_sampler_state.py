@@ -1,0 +1,253 @@
+"""Checkpoints, replicas and rejected updates."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from datasetq import AllSamplesEvictedError, HeapqSampler
+
+from .test_sampler_semantics import batched
+
+
+def loss_of(i: int, step: int) -> float:
+    """A deterministic loss, so an interrupted and an uninterrupted run see the same values."""
+    return ((i * 7919 + step * 104729) % 997) / 100.0
+
+
+def options_strategy():
+    return st.fixed_dictionaries(
+        {
+            "start_at": st.integers(0, 2),
+            "max_visits": st.one_of(st.none(), st.integers(2, 5)),
+            "steps": st.one_of(st.none(), st.integers(1, 4)),
+            "size": st.one_of(st.none(), st.integers(3, 30)),
+            "reset_every": st.one_of(st.none(), st.integers(7, 60)),
+            "shuffle": st.booleans(),
+            "chunk_size": st.sampled_from([1, 3, 8, 64]),
+            "extrema": st.sampled_from(["min", "max"]),
+        }
+    )
+
+
+def train(sampler, epochs, batch, *, start_step=0, stop_at=None):
+    """Runs epochs of draws + updates. Stops (returning a checkpoint) after `stop_at` steps."""
+    drawn, step = [], start_step
+    try:
+        for _ in range(epochs):
+            for ids in batched(sampler, batch):
+                drawn.append(ids)
+                sampler.update(
+                    ids, {"loss": [loss_of(i, step) for i in ids], "margin": [1.0] * len(ids)}
+                )
+                step += 1
+                if stop_at is not None and step == stop_at:
+                    return drawn, step, roundtrip(sampler.state_dict())
+    except AllSamplesEvictedError:
+        drawn.append("all evicted")
+    return drawn, step, None
+
+
+def roundtrip(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@given(
+    options=options_strategy(),
+    n=st.integers(5, 40),
+    batch=st.integers(1, 7),
+    stop_at=st.integers(1, 30),
+    seed=st.integers(0, 1000),
+)
+def test_resume_equals_uninterrupted(options, n, batch, stop_at, seed):
+    epochs = 4
+    full = HeapqSampler(range(n), seed=seed, **options)
+    expected, _, _ = train(full, epochs, batch)
+    total_steps = sum(1 for ids in expected if ids != "all evicted")
+    stop_at = min(stop_at, total_steps)
+
+    first = HeapqSampler(range(n), seed=seed, **options)
+    before, step, checkpoint = train(first, epochs, batch, stop_at=stop_at)
+    steps_per_epoch = [len(list(batched(range(len(first)), batch)))] * epochs
+    finished_epochs = 0
+    remaining = stop_at
+    while finished_epochs < epochs and remaining >= steps_per_epoch[finished_epochs]:
+        remaining -= steps_per_epoch[finished_epochs]
+        finished_epochs += 1
+
+    resumed = HeapqSampler(range(n), seed=seed + 1, **options)  # seed comes from the checkpoint
+    resumed.load_state_dict(checkpoint)
+    after, _, _ = train(resumed, epochs - finished_epochs, batch, start_step=step)
+    if before and before[-1] == "all evicted":
+        after = []
+    # A checkpoint taken at an epoch boundary resumes at the next epoch's start.
+    assert before + after == expected
+    assert resumed.visits.tolist() == full.visits.tolist()
+    assert resumed.evicted.tolist() == full.evicted.tolist()
+    np.testing.assert_array_equal(resumed.loss, full.loss)
+    np.testing.assert_array_equal(resumed.metrics["margin"], full.metrics["margin"])
+
+
+def test_load_state_dict_validates():
+    sampler = HeapqSampler(range(10), seed=0)
+    with pytest.raises(ValueError, match="version 1"):
+        sampler.load_state_dict({"version": 99})
+    other = HeapqSampler(range(11), seed=0).state_dict()
+    with pytest.raises(ValueError, match="size_of_data_source=11"):
+        sampler.load_state_dict(other)
+
+
+@given(
+    options=options_strategy(),
+    n=st.integers(4, 40),
+    replicas=st.integers(2, 4),
+    batch=st.integers(1, 5),
+    seed=st.integers(0, 1000),
+)
+def test_replicas_yield_disjoint_equal_shares(options, n, replicas, batch, seed):
+    """Simulated ranks: each applies the all-gathered update; states stay identical."""
+    ranks = [
+        HeapqSampler(range(n), seed=seed, num_replicas=replicas, rank=r, **options)
+        for r in range(replicas)
+    ]
+    lengths = {len(s) for s in ranks}
+    assert lengths == {-(-n // replicas)}
+    step = 0
+    for epoch in range(3):
+        iterators = [batched(s, batch) for s in ranks]
+        per_rank = [[] for _ in ranks]
+        while True:
+            outcomes = [next_or_error(it) for it in iterators]
+            if any(o == "all evicted" for o in outcomes):
+                assert all(o == "all evicted" for o in outcomes)  # every rank stops together
+                return
+            if any(o is None for o in outcomes):
+                assert all(o is None for o in outcomes)  # equally long
+                break
+            for r, b in enumerate(outcomes):
+                per_rank[r].extend(b)
+            ids = [i for b in outcomes for i in b]
+            for s in ranks:
+                s.update(ids, {"loss": [loss_of(i, step) for i in ids]})
+            step += 1
+        assert all(len(d) == len(ranks[0]) for d in per_rank)
+        if epoch < options["start_at"] and not ranks[0].evicted.size:
+            # Warm-up: ranks partition one permutation (padded like DistributedSampler).
+            union = [i for d in per_rank for i in d]
+            assert set(union) == set(range(n))
+            assert len(union) - len(set(union)) == len(ranks[0]) * replicas - n
+        for s in ranks[1:]:
+            assert s.visits.tolist() == ranks[0].visits.tolist()
+            assert s.evicted.tolist() == ranks[0].evicted.tolist()
+
+
+def next_or_error(iterator):
+    try:
+        return next(iterator, None)
+    except AllSamplesEvictedError:
+        return "all evicted"
+
+
+BAD_UPDATES = [
+    ([0, 1, 99], {"loss": [1.0, 2.0, 3.0]}, r"indices should be in \[0, 10\).*99"),
+    ([-1], {"loss": [1.0]}, r"indices should be in \[0, 10\).*-1"),
+    ([0, 1], {"loss": [1.0]}, r'metric "loss" should have one value per index \(2\), but got 1'),
+    ([0, 1], {"loss": [1.0, float("nan")]}, r'metric "loss" should be finite'),
+    ([0, 1], {"loss": [1.0, float("inf")]}, r'metric "loss" should be finite'),
+    ([0, 1], {"acc": [1.0, 2.0]}, r'metrics should hold the priority key "loss"'),
+    ([0.5], {"loss": [1.0]}, r"indices should be integers"),
+    (["a"], {"loss": [1.0]}, r"indices should be integers"),
+    ([0], {"loss": ["x"]}, r'metric "loss" should be numeric'),
+    ([0], [1.0], r"metrics should be a dict"),
+    ([0, 1], {"loss": [1.0, 2.0], "margin": [1.0, float("nan")]}, r'metric "margin"'),
+]
+
+
+@pytest.mark.parametrize(("ids", "metrics", "message"), BAD_UPDATES)
+def test_rejected_updates_change_nothing(ids, metrics, message):
+    sampler = HeapqSampler(range(10), seed=0, max_visits=3, chunk_size=4)
+    iterator = iter(sampler)
+    first = list(itertools.islice(iterator, 4))
+    sampler.update(first, {"loss": [1.0, 2.0, 3.0, 4.0]})
+    before = sampler.state_dict()
+    with pytest.raises(ValueError, match=message):
+        sampler.update(ids, metrics)
+    after = sampler.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        if isinstance(before[key], torch.Tensor):
+            assert np.array_equal(before[key].numpy(), after[key].numpy(), equal_nan=True), key
+        elif key == "metrics":
+            assert before[key].keys() == after[key].keys()
+        else:
+            assert before[key] == after[key], key
+    # And the epoch goes on as if nothing happened.
+    assert len(first) + len(list(iterator)) == 10
+
+
+@pytest.mark.parametrize(
+    "kind", ["list", "numpy_int32", "numpy_float_ids", "tensor", "tensor_requires_grad"]
+)
+def test_update_accepts_lists_arrays_and_tensors(kind):
+    ids = [3, 1, 2]
+    losses = [0.3, 0.1, 0.2]
+    if kind == "list":
+        args = (ids, {"loss": losses})
+    elif kind == "numpy_int32":
+        args = (np.array(ids, dtype=np.int32), {"loss": np.array(losses)})
+    elif kind == "numpy_float_ids":
+        args = (np.array(ids, dtype=np.float64), {"loss": np.array(losses, dtype=np.float32)})
+    elif kind == "tensor":
+        args = (torch.tensor(ids), {"loss": torch.tensor(losses)})
+    else:
+        weights = torch.tensor(losses, requires_grad=True)
+        args = (torch.tensor(ids), {"loss": weights * 1.0})
+    sampler = HeapqSampler(range(5), seed=0)
+    sampler.update(*args)
+    np.testing.assert_allclose(sampler.loss[[1, 2, 3]], [0.1, 0.2, 0.3], rtol=1e-6)
+    assert np.isnan(sampler.loss[[0, 4]]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_update_accepts_cuda_tensors():
+    sampler = HeapqSampler(range(5), seed=0)
+    sampler.update(torch.tensor([1, 2], device="cuda"), {"loss": torch.tensor([0.5, 0.25], device="cuda")})
+    np.testing.assert_allclose(sampler.loss[[1, 2]], [0.5, 0.25])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_visits": 0}, r"max_visits should be a positive integer, but got max_visits=0"),
+        ({"steps": -1}, r"steps should be a positive integer"),
+        ({"size": 1.5}, r"size should be a positive integer"),
+        ({"extrema": "median"}, r'extrema should be "min" or "max"'),
+        ({"start_at": -1}, r"start_at should be a non-negative integer"),
+        ({"rank": 2, "num_replicas": 2}, r"rank should be in \[0, 2\)"),
+        ({"chunk_size": 0}, r"chunk_size should be a positive integer"),
+        ({"reset_every": True}, r"reset_every should be a positive integer"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HeapqSampler(range(10), **kwargs)
+
+
+def test_empty_data_source_is_refused():
+    with pytest.raises(ValueError, match="data_source should not be empty"):
+        HeapqSampler([])
+
+
+def test_readable_state_is_read_only():
+    sampler = HeapqSampler(range(4), seed=0)
+    with pytest.raises(ValueError, match="read-only"):
+        sampler.visits[0] = 5
