@@ -70,7 +70,11 @@ class ReferenceSampler:
             if self.base_cursor >= self.n:
                 self.base_round += 1
                 self.base_cursor = 0
-            i = int(self.base.window(self.epoch, self.base_round, self.base_cursor, self.base_cursor + 1)[0])
+            i = int(
+                self.base.window(
+                    self.epoch, self.base_round, self.base_cursor, self.base_cursor + 1
+                )[0]
+            )
             self.base_cursor += 1
             if not self.evicted[i]:
                 self._register(i)

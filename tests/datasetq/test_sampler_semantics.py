@@ -19,6 +19,7 @@ def batched(iterable, size):
     while batch := list(itertools.islice(iterator, size)):
         yield batch
 
+
 configs = st.fixed_dictionaries(
     {
         "n": st.integers(1, 40),
@@ -86,9 +87,7 @@ def run_reference(cfg):
         shuffle=cfg["shuffle"],
         seed=cfg["seed"],
     )
-    result = drive(
-        lambda: itertools.chain.from_iterable(ref.epoch_draws()), ref.update, cfg
-    )
+    result = drive(lambda: itertools.chain.from_iterable(ref.epoch_draws()), ref.update, cfg)
     return ref, result
 
 
@@ -199,12 +198,13 @@ def test_evict_reinstate_and_reset():
     assert sampler.evicted.tolist() == [4, 5]
     assert sampler.evictions[1].tolist() == [0, 0]
     epoch = list(sampler)
-    assert 4 not in epoch and 5 not in epoch
+    assert 4 not in epoch
+    assert 5 not in epoch
     assert len(epoch) == 6
     sampler.reinstate([5])
     assert sampler.evicted.tolist() == [4]
     sampler.update(range(6), {"loss": [1.0, 2, 3, 4, 5, 6]})
-    assert list(sampler)[0] == 5
+    assert next(iter(sampler)) == 5
     sampler.reset()
     assert sampler.evicted.tolist() == []
     assert sorted(list(sampler)) == list(range(6))  # all unscored again: base order
