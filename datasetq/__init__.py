@@ -2,7 +2,8 @@
 
 from .dataloader import DataLoader
 from .dataset import IndexedDataset, decorate_with_indices, with_indices
-from .errors import AllSamplesEvictedError, DatasetqError
+from .errors import AllSamplesEvictedError, DatasetqError, StoreError
+from .recorder import Recorder
 from .sampler import HeapqSampler, SamplerListener
 
 __all__ = [
@@ -11,7 +12,9 @@ __all__ = [
     "DatasetqError",
     "HeapqSampler",
     "IndexedDataset",
+    "Recorder",
     "SamplerListener",
+    "StoreError",
     "decorate_with_indices",
     "with_indices",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AllSamplesEvictedError", "DatasetqError"]
+__all__ = ["AllSamplesEvictedError", "DatasetqError", "StoreError"]
 
 
 class DatasetqError(Exception):
@@ -11,3 +11,7 @@ class DatasetqError(Exception):
 
 class AllSamplesEvictedError(DatasetqError, RuntimeError):
     """Raised when a sampler must draw but every sample has been evicted."""
+
+
+class StoreError(DatasetqError):
+    """The store cannot be used as asked (for example: its schema is behind)."""

@@ -38,8 +38,11 @@ class SamplerListener:
     Every method is called on the training thread and must return quickly.
     """
 
+    def attach(self, sampler: HeapqSampler) -> None:
+        """Called once, when a sampler is created with this listener."""
+
     def on_epoch_start(self, sampler: HeapqSampler, epoch: int) -> None:
-        """Called when an epoch starts."""
+        """Called when an epoch starts, before the sampler resets its per-epoch state."""
 
     def on_update(
         self, sampler: HeapqSampler, ids: I64, metrics: Mapping[str, npt.NDArray[np.float32]]
@@ -95,8 +98,8 @@ class HeapqSampler(Sampler[int]):
             an update reaches the order within this many draws. Default: between 64 and 4096,
             about ``len(data_source) / 16``.
         key (str): the metric that sets priority. Default: ``"loss"``.
-        listener (SamplerListener, optional): receives epochs, updates and evictions (for
-            example a :class:`datasetq.Recorder`).
+        recorder (SamplerListener, optional): receives epochs, updates and evictions, for
+            example a :class:`datasetq.Recorder`.
 
     .. note::
         A ``DataLoader`` with ``num_workers > 0`` reads the sampler ahead by
@@ -145,7 +148,7 @@ class HeapqSampler(Sampler[int]):
         rank: int | None = None,
         chunk_size: int | None = None,
         key: str = "loss",
-        listener: SamplerListener | None = None,
+        recorder: SamplerListener | None = None,
     ) -> None:
         n = len(data_source)
         if n <= 0:
@@ -194,7 +197,7 @@ class HeapqSampler(Sampler[int]):
         self.key = key
         self.num_replicas = num_replicas
         self.rank = rank
-        self.listener = listener
+        self.listener = recorder
         self._n = n
         self.num_samples = n if num_samples is None else num_samples
         self._per_rank = math.ceil(self.num_samples / num_replicas)
@@ -220,6 +223,8 @@ class HeapqSampler(Sampler[int]):
         self._draws = 0  # global draws since construction (steps and reset_every count these)
         self._reset_epoch(-1)
         self._resuming = False
+        if recorder is not None:
+            recorder.attach(self)
 
     # ------------------------------------------------------------------ reading the state
     def __len__(self) -> int:
@@ -424,6 +429,9 @@ class HeapqSampler(Sampler[int]):
 
     def _begin_epoch(self, epoch: int) -> None:
         self._flush_pending()
+        if self.listener is not None:
+            self.listener.on_epoch_start(self, epoch)
+            self._flush_pending()
         self._reset_epoch(epoch)
         self._base.forget_before(epoch)
         self._epoch_visits[:] = 0
@@ -435,8 +443,6 @@ class HeapqSampler(Sampler[int]):
             else:
                 self._build_queue()
         self._maybe_unscored = bool(np.any((self._state & (_SCORED | _NOT_IN_POOL)) == 0))
-        if self.listener is not None:
-            self.listener.on_epoch_start(self, epoch)
 
     def _next_chunk(self) -> None:
         self._flush_pending()

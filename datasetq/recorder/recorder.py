@@ -1,0 +1,552 @@
+"""``Recorder``: streams a sampler's losses, visits and evictions into the store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.engine import make_url
+
+from ..errors import StoreError
+from ..sampler import HeapqSampler, SamplerListener
+from ..store.batches import Batch
+from ..store.engine import create_store_engine, is_sqlite
+from ..store.ingest import now
+from ..store.migrations import ensure_schema
+from ..store.ingest import bulk_insert
+from ..store.models import (
+    DatasetRecord,
+    DecisionRecord,
+    IngestBatchRecord,
+    LabelChangeRecord,
+    RunRecord,
+    SampleRecord,
+    SampleStateRecord,
+)
+from .aggregate import aggregate_epoch, epoch_summary
+from .registry import DatasetDescription, describe_dataset
+from .writer import BatchWriter, DeliveryReport
+
+__all__ = ["Recorder"]
+
+log = logging.getLogger("datasetq.recorder")
+
+I64 = npt.NDArray[np.int64]
+HEARTBEAT_SECONDS = 5.0
+
+
+class Recorder(SamplerListener):
+    r"""Records a training run into a SQLite file or a PostgreSQL database.
+
+    Attach it to a sampler (``HeapqSampler(ds, recorder=rec)``): every update (ids, losses,
+    extra metrics), every eviction and every epoch is recorded, off the training thread, in
+    batches. Training never waits for the store and never fails because of it: when the store is
+    slow or down, batches spill to files next to it and are replayed when it is back.
+
+    Between epochs the recorder applies decisions made in the dashboard to the sampler (evict,
+    reinstate) and to :attr:`labels` (relabels), which :meth:`wrap` serves to the training loop.
+
+    Args:
+        url (str): database URL. Default: ``"sqlite:///datasetq.db"``.
+        run (str): the run's name; recording into an existing run continues it.
+        dataset (Dataset): what the run trains on; its labels, classes and how to render its
+            samples are registered (see :func:`describe_dataset`).
+        dataset_name (str, optional): name to register the dataset under.
+        labels, class_names, render: override what is found on ``dataset``.
+        config (dict, optional): stored with the run (hyperparameters, ground truth).
+        record_visits (bool, optional): store every reported loss, not only per-epoch
+            statistics. Default: on up to 200,000 samples.
+        flush_interval (float): seconds between batches. Default: 1.0.
+        batch_rows (int): rows that trigger a batch before the interval. Default: 50,000.
+        spill_dir (str, optional): where undeliverable batches wait. Default: next to the
+            SQLite file, or ``./datasetq-spill`` for other databases.
+        close_timeout (float): seconds :meth:`close` waits for delivery. Default: 30.
+
+    Example::
+
+        >>> with Recorder("sqlite:///datasetq.db", run="mnist-1", dataset=train_set) as rec:
+        ...     sampler = HeapqSampler(train_set, max_visits=10, recorder=rec)
+        ...     ...  # train as usual; sampler.update(...) reaches the recorder
+    """
+
+    def __init__(
+        self,
+        url: str = "sqlite:///datasetq.db",
+        run: str = "run",
+        dataset: Any = None,
+        *,
+        dataset_name: str | None = None,
+        labels: Any = None,
+        class_names: list[str] | None = None,
+        render: Any = None,
+        config: Mapping[str, Any] | None = None,
+        record_visits: bool | None = None,
+        flush_interval: float = 1.0,
+        batch_rows: int = 50_000,
+        spill_dir: str | Path | None = None,
+        close_timeout: float = 30.0,
+    ) -> None:
+        if dataset is None:
+            raise ValueError("dataset should be the dataset the run trains on, but got None")
+        if not isinstance(run, str) or not run.strip() or len(run) > 200:
+            raise ValueError(f"run should be a name of 1 to 200 characters, but got {run!r}")
+        if flush_interval <= 0:
+            raise ValueError(f"flush_interval should be positive, but got {flush_interval}")
+        self.url = url
+        self.run_name = run
+        self.description: DatasetDescription = describe_dataset(
+            dataset, name=dataset_name, labels=labels, class_names=class_names, render=render
+        )
+        self.config = dict(config or {})
+        n = self.description.num_samples
+        self.record_visits = n <= 200_000 if record_visits is None else record_visits
+        self.flush_interval = flush_interval
+        self.batch_rows = batch_rows
+        self.close_timeout = close_timeout
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else _default_spill_dir(url)
+        self.labels: I64 = (
+            self.description.labels.copy()
+            if self.description.labels is not None
+            else np.full(n, -1, dtype=np.int64)
+        )
+        self.run_id: int | None = None
+        self.dataset_id: int | None = None
+        self.report: DeliveryReport | None = None
+        self._engine: Engine | None = None
+        self._writer: BatchWriter | None = None
+        self._seq = 0
+        self._epoch: int | None = None  # the epoch whose reports are being collected
+        self._epoch_ids: list[I64] = []
+        self._epoch_losses: list[npt.NDArray[np.float32]] = []
+        self._visit_ids: list[I64] = []
+        self._visit_losses: list[npt.NDArray[np.float32]] = []
+        self._visit_rows = 0
+        self._last_flush = time.monotonic()
+        self._evicted_seen = 0
+        self._last_pred: npt.NDArray[np.int64] = np.full(n, -1, dtype=np.int64)
+        self._last_margin = np.full(n, np.nan, dtype=np.float64)
+        self._loss_sum = np.zeros(n, dtype=np.float64)
+        self._loss_reports = np.zeros(n, dtype=np.int64)
+        self._loss_max = np.full(n, np.nan, dtype=np.float64)
+        self._last_loss = np.full(n, np.nan, dtype=np.float64)
+        self._last_epoch = np.full(n, -1, dtype=np.int64)
+        self._incoming: deque[tuple[str, int, int, int | None]] = deque()
+        self._decision_cursor = 0
+        self._label_cursor = 0
+        self._lock = threading.Lock()
+        self._sampler: HeapqSampler | None = None
+        self._opened = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Recorder:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close(status="failed" if exc_type is not None else "finished")
+
+    def open(self) -> Recorder:
+        """Connects, creates or checks the schema, registers the dataset and the run."""
+        if self._opened:
+            return self
+        engine = create_store_engine(self.url, write=True)
+        try:
+            ensure_schema(engine, self.url, create=True)
+            with engine.begin() as connection:
+                self.dataset_id = _register_dataset(connection, self.description)
+                self.run_id = _register_run(
+                    connection, self.run_name, self.dataset_id, self.config, self.record_visits
+                )
+                self._seq = _next_seq(connection, self.run_id)
+                self._restore(connection)
+        except Exception:
+            engine.dispose()
+            raise
+        self._engine = engine
+        run_spill = self.spill_dir / f"run-{self.run_id}"
+        # Batches a previous process left in the spill keep their keys; new ones come after.
+        spilled = [int(p.name.split("-")[0]) for p in run_spill.glob("*.npz")]
+        self._seq = max([self._seq, *(s + 1 for s in spilled)])
+        self._writer = BatchWriter(
+            engine,
+            self.run_id,
+            run_spill,
+            idle_interval=min(HEARTBEAT_SECONDS, 2.0),
+            on_idle=self._background_poll,
+        )
+        self._opened = True
+        return self
+
+    def close(self, status: str = "finished") -> DeliveryReport | None:
+        """Flushes what is buffered and waits up to ``close_timeout`` for delivery.
+
+        Returns a report; anything it could not deliver stays in the spill folder and is
+        replayed by the next recorder of this run. It warns when something is left.
+        """
+        if not self._opened or self._writer is None:
+            return self.report
+        try:
+            self._finalize_epoch()
+            self._flush_visits()
+        except Exception as error:  # never let recording crash the end of training
+            log.warning("datasetq recorder: could not finish the last epoch: %s", error)
+        self._opened = False
+        self.report = self._writer.close(self.close_timeout)
+        try:
+            assert self._engine is not None
+            with self._engine.begin() as connection:
+                connection.execute(
+                    update(RunRecord)
+                    .where(RunRecord.id == self.run_id)
+                    .values(status=status, ended_at=now(), heartbeat_at=now())
+                )
+        except Exception as error:
+            log.warning("datasetq recorder: could not mark the run %s: %s", status, error)
+        if not self.report.ok:
+            warnings.warn(
+                f"datasetq recorder: {len(self.report.pending)} batches could not be delivered "
+                f"to {self.url}; they are kept in {self._writer.spill_dir} and will be replayed "
+                f"by the next Recorder of run {self.run_name!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if self._engine is not None:
+            self._engine.dispose()
+        return self.report
+
+    # ------------------------------------------------------------------ sampler hooks
+    def attach(self, sampler: HeapqSampler) -> None:
+        if sampler.rank != 0:
+            return  # every rank holds the same all-gathered state; rank 0 records it
+        if len(sampler.data_source) != self.description.num_samples:
+            raise ValueError(
+                f"the sampler draws from {len(sampler.data_source)} samples, but the recorder "
+                f"registered {self.description.num_samples}"
+            )
+        self._sampler = sampler
+
+    def on_epoch_start(self, sampler: HeapqSampler, epoch: int) -> None:
+        if sampler is not self._sampler:
+            return
+        self._guard(self._finalize_epoch)
+        self._guard(lambda: self._apply_decisions(sampler))
+        self._epoch = epoch
+
+    def on_update(
+        self, sampler: HeapqSampler, ids: I64, metrics: Mapping[str, npt.NDArray[np.float32]]
+    ) -> None:
+        if sampler is not self._sampler or not self._opened:
+            return
+        losses = metrics[sampler.key]
+        if self._epoch is None:
+            self._epoch = max(sampler.epoch, 0)
+        self._epoch_ids.append(ids)
+        self._epoch_losses.append(losses)
+        for name, target in (("pred", self._last_pred), ("margin", self._last_margin)):
+            values = metrics.get(name)
+            if values is not None:
+                target[ids] = values
+        if self.record_visits:
+            self._visit_ids.append(ids)
+            self._visit_losses.append(losses)
+            self._visit_rows += len(ids)
+            if (
+                self._visit_rows >= self.batch_rows
+                or time.monotonic() - self._last_flush >= self.flush_interval
+            ):
+                self._guard(self._flush_visits)
+
+    def on_evict(self, sampler: HeapqSampler, ids: I64, epoch: int) -> None:
+        """Evictions are recorded with their epoch's statistics."""
+
+    def on_epoch_end(self, sampler: HeapqSampler, epoch: int) -> None:
+        """The epoch is recorded when the next starts or at close: late updates still count."""
+
+    # ------------------------------------------------------------------ training-thread work
+    def _guard(self, action: Any) -> None:
+        try:
+            action()
+        except Exception as error:
+            log.warning("datasetq recorder: recording skipped: %s", error)
+
+    def _next_batch(self, kind: str, meta: dict[str, Any], arrays: dict[str, Any]) -> None:
+        assert self._writer is not None
+        batch = Batch(seq=self._seq, kind=kind, meta=meta, arrays=arrays)
+        self._seq += 1
+        self._writer.submit(batch)
+
+    def _flush_visits(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._visit_rows or self._epoch is None:
+            return
+        ids = np.concatenate(self._visit_ids)
+        losses = np.concatenate(self._visit_losses)
+        self._visit_ids, self._visit_losses, self._visit_rows = [], [], 0
+        self._next_batch("visits", {"epoch": self._epoch}, {"sample_id": ids, "loss": losses})
+
+    def _finalize_epoch(self) -> None:
+        """Sends the collected epoch's per-sample statistics and summary as one batch."""
+        sampler, epoch = self._sampler, self._epoch
+        if sampler is None or epoch is None or not self._opened:
+            return
+        self._flush_visits()
+        ids = np.concatenate(self._epoch_ids) if self._epoch_ids else np.empty(0, np.int64)
+        losses = (
+            np.concatenate(self._epoch_losses).astype(np.float64)
+            if self._epoch_losses
+            else np.empty(0)
+        )
+        self._epoch_ids, self._epoch_losses = [], []
+        self._epoch = None
+        aggregate = aggregate_epoch(ids, losses)
+        touched = aggregate.ids
+        self._loss_sum[touched] += aggregate.loss_sum
+        self._loss_reports[touched] += aggregate.reports
+        self._loss_max[touched] = np.fmax(self._loss_max[touched], aggregate.max)
+        self._last_loss[touched] = aggregate.last
+        self._last_epoch[touched] = epoch
+        evicted_ids, evicted_epochs = sampler.evictions
+        evicted_epoch = np.full(self.description.num_samples, -1, dtype=np.int64)
+        evicted_epoch[evicted_ids] = evicted_epochs
+        new_evictions = evicted_ids[evicted_epochs == epoch]
+        # Rows for every sample whose state changed: reported this epoch, or evicted, or freed.
+        changed = np.union1d(touched, np.union1d(evicted_ids, self._previously_evicted()))
+        self._evicted_now = evicted_ids
+        visits = sampler.visits
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self._loss_sum[changed] / self._loss_reports[changed]
+        summary = epoch_summary(
+            sampler.loss,
+            visits,
+            sampler.epoch_visits,
+            aggregate,
+            evicted_total=len(evicted_ids),
+            evicted_new=len(new_evictions),
+        )
+        repeated = aggregate.reports > 1
+        self._next_batch(
+            "epoch",
+            {
+                "epoch": epoch,
+                "draws": int(sampler.epoch_visits.sum()),
+                "evicted_total": len(evicted_ids),
+                "evicted_new": len(new_evictions),
+                "summary": summary,
+            },
+            {
+                "epoch_ids": touched,
+                "epoch_visits": aggregate.reports,
+                "epoch_last": aggregate.last,
+                "epoch_mean": np.where(repeated, aggregate.mean, np.nan),
+                "epoch_max": np.where(repeated, aggregate.max, np.nan),
+                "state_ids": changed,
+                "state_visits": visits[changed].astype(np.int64),
+                "state_reports": self._loss_reports[changed],
+                "state_last": self._last_loss[changed],
+                "state_mean": mean,
+                "state_max": self._loss_max[changed],
+                "state_last_epoch": self._last_epoch[changed],
+                "state_evicted_epoch": evicted_epoch[changed],
+                "state_pred": self._last_pred[changed],
+                "state_margin": self._last_margin[changed],
+            },
+        )
+        if len(new_evictions):
+            self._next_batch("evictions", {"epoch": epoch}, {"sample_id": new_evictions})
+
+    _evicted_now: I64 = np.empty(0, np.int64)
+
+    def _previously_evicted(self) -> I64:
+        return self._evicted_now
+
+    def _apply_decisions(self, sampler: HeapqSampler) -> None:
+        """Applies dashboard decisions fetched by the writer thread (no I/O here)."""
+        with self._lock:
+            incoming = list(self._incoming)
+            self._incoming.clear()
+        for kind, sample_id, value, _ in incoming:
+            if not 0 <= sample_id < self.description.num_samples:
+                continue
+            if kind == "evict":
+                sampler.evict([sample_id])
+            elif kind == "reinstate":
+                sampler.reinstate([sample_id])
+            elif kind == "label":
+                self.labels[sample_id] = value
+
+    # ------------------------------------------------------------------ writer-thread work
+    def _background_poll(self) -> None:
+        """Heartbeat, and fetch decisions made since the last poll (runs on the writer thread)."""
+        assert self._engine is not None
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(RunRecord).where(RunRecord.id == self.run_id).values(heartbeat_at=now())
+            )
+            decisions = connection.execute(
+                select(
+                    DecisionRecord.id,
+                    DecisionRecord.sample_id,
+                    DecisionRecord.action,
+                    DecisionRecord.run_id,
+                )
+                .where(
+                    DecisionRecord.dataset_id == self.dataset_id,
+                    DecisionRecord.id > self._decision_cursor,
+                )
+                .order_by(DecisionRecord.id)
+            ).all()
+            labels = connection.execute(
+                select(LabelChangeRecord.id, LabelChangeRecord.sample_id, LabelChangeRecord.new_label)
+                .where(
+                    LabelChangeRecord.dataset_id == self.dataset_id,
+                    LabelChangeRecord.id > self._label_cursor,
+                )
+                .order_by(LabelChangeRecord.id)
+            ).all()
+        with self._lock:
+            for decision_id, sample_id, action, run_id in decisions:
+                self._decision_cursor = decision_id
+                if run_id is None or run_id == self.run_id:
+                    self._incoming.append((action, sample_id, 0, run_id))
+            for change_id, sample_id, new_label in labels:
+                self._label_cursor = change_id
+                if new_label is not None:
+                    self._incoming.append(("label", sample_id, new_label, None))
+
+    # ------------------------------------------------------------------ resuming
+    def _restore(self, connection: Any) -> None:
+        """Continues a run: per-sample sums, current labels, and cursors past old decisions."""
+        rows = connection.execute(
+            select(
+                SampleStateRecord.sample_id,
+                SampleStateRecord.loss_reports,
+                SampleStateRecord.mean_loss,
+                SampleStateRecord.max_loss,
+                SampleStateRecord.last_loss,
+                SampleStateRecord.last_epoch,
+            ).where(SampleStateRecord.run_id == self.run_id)
+        ).all()
+        if rows:
+            ids, reports, mean, maximum, last, last_epoch = (np.array(c) for c in zip(*rows, strict=True))
+            ids = ids.astype(np.int64)
+            reports = reports.astype(np.int64)
+            self._loss_reports[ids] = reports
+            self._loss_sum[ids] = np.nan_to_num(mean.astype(float)) * reports
+            self._loss_max[ids] = maximum.astype(float)
+            self._last_loss[ids] = last.astype(float)
+            self._last_epoch[ids] = np.where(last_epoch == None, -1, last_epoch).astype(np.int64)  # noqa: E711
+        labels = connection.execute(
+            select(SampleRecord.sample_id, SampleRecord.current_label).where(
+                SampleRecord.dataset_id == self.dataset_id,
+                SampleRecord.current_label != SampleRecord.original_label,
+            )
+        ).all()
+        if labels:
+            changed_ids, changed_labels = (np.array(c) for c in zip(*labels, strict=True))
+            known = changed_labels != None  # noqa: E711
+            self.labels[changed_ids[known].astype(np.int64)] = changed_labels[known].astype(np.int64)
+        self._decision_cursor = connection.execute(
+            select(func.coalesce(func.max(DecisionRecord.id), 0))
+        ).scalar_one()
+        self._label_cursor = connection.execute(
+            select(func.coalesce(func.max(LabelChangeRecord.id), 0))
+        ).scalar_one()
+
+
+def _default_spill_dir(url: str) -> Path:
+    if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            return Path(database).resolve().parent / (Path(database).name + ".spill")
+    return Path.cwd() / "datasetq-spill"
+
+
+def _register_dataset(connection: Any, description: DatasetDescription) -> int:
+    existing = connection.execute(
+        select(DatasetRecord).where(DatasetRecord.name == description.name)
+    ).scalar_one_or_none()
+    if existing is not None:
+        if existing.fingerprint != description.fingerprint:
+            raise StoreError(
+                f"a different dataset is registered as {description.name!r} "
+                f"({existing.num_samples} samples); pass dataset_name= to register this one"
+            )
+        return int(existing.id)
+    record = DatasetRecord(
+        name=description.name,
+        num_samples=description.num_samples,
+        class_names=description.class_names,
+        render=description.render,
+        fingerprint=description.fingerprint,
+        created_at=now(),
+    )
+    connection.execute(
+        DatasetRecord.__table__.insert().values(
+            name=record.name,
+            num_samples=record.num_samples,
+            class_names=record.class_names,
+            render=record.render,
+            fingerprint=record.fingerprint,
+            created_at=record.created_at,
+        )
+    )
+    dataset_id = int(
+        connection.execute(
+            select(DatasetRecord.id).where(DatasetRecord.name == description.name)
+        ).scalar_one()
+    )
+    n = description.num_samples
+    labels = description.labels
+    label_list: list[Any] = labels.tolist() if labels is not None else [None] * n
+    sources: list[Any] = description.sources if description.sources is not None else [None] * n
+    bulk_insert(
+        connection,
+        "samples",
+        ("dataset_id", "sample_id", "original_label", "current_label", "source", "flagged"),
+        zip([dataset_id] * n, range(n), label_list, label_list, sources, [False] * n, strict=True),
+    )
+    return dataset_id
+
+
+def _register_run(
+    connection: Any, name: str, dataset_id: int, config: dict[str, Any], record_visits: bool
+) -> int:
+    existing = connection.execute(select(RunRecord).where(RunRecord.name == name)).scalar_one_or_none()
+    stamp = now()
+    if existing is not None:
+        if existing.dataset_id != dataset_id:
+            raise StoreError(f"run {name!r} exists and records another dataset; choose a new name")
+        connection.execute(
+            update(RunRecord)
+            .where(RunRecord.id == existing.id)
+            .values(status="running", heartbeat_at=stamp, ended_at=None)
+        )
+        return int(existing.id)
+    connection.execute(
+        RunRecord.__table__.insert().values(
+            name=name,
+            dataset_id=dataset_id,
+            config={**config, "record_visits": record_visits},
+            status="running",
+            started_at=stamp,
+            heartbeat_at=stamp,
+            epochs=0,
+        )
+    )
+    return int(connection.execute(select(RunRecord.id).where(RunRecord.name == name)).scalar_one())
+
+
+def _next_seq(connection: Any, run_id: int) -> int:
+    last = connection.execute(
+        select(func.max(IngestBatchRecord.seq)).where(IngestBatchRecord.run_id == run_id)
+    ).scalar_one()
+    return 0 if last is None else int(last) + 1

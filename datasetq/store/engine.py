@@ -1,0 +1,74 @@
+"""Engines for the store: SQLite tuned for concurrent writers, PostgreSQL as is.
+
+SQLite gets WAL (readers never block the writer), a busy timeout (writers queue instead of
+failing), ``BEGIN IMMEDIATE`` for writing engines (a transaction takes the write lock up front,
+so two writers never deadlock upgrading read locks), and foreign keys. Connections are never
+used across ``fork()``: a child process (a DataLoader worker) drops its inherited pool.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+__all__ = ["create_store_engine", "is_sqlite"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_store_engine(url: str, *, write: bool = False, **kwargs: Any) -> Engine:
+    """Creates an engine for ``url``; ``write=True`` makes SQLite transactions ``IMMEDIATE``."""
+    if not url:
+        raise ValueError("url should be a database URL such as sqlite:///datasetq.db")
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        kwargs.setdefault("poolclass", NullPool)  # a connection per use: nothing to share
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        connect_args.setdefault("check_same_thread", False)
+        engine = create_engine(parsed, **kwargs)
+        _configure_sqlite(engine, write)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = create_engine(parsed, **kwargs)
+    _dispose_in_forked_children(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, write: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own transaction handling is off; SQLAlchemy emits BEGIN below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _dispose_in_forked_children(engine: Engine) -> None:
+    reference = weakref.ref(engine)
+
+    def _after_fork() -> None:
+        inherited = reference()
+        if inherited is not None:
+            inherited.dispose(close=False)
+
+    os.register_at_fork(after_in_child=_after_fork)

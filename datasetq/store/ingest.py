@@ -1,0 +1,214 @@
+"""Writes batches into the store: one transaction each, stored once however often it is sent.
+
+Rows go through the driver's bulk path: ``executemany`` of tuples on SQLite, ``COPY`` on
+PostgreSQL (into a temporary staging table when rows must be upserted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .batches import Batch
+from .models import IngestBatchRecord, RunEpochRecord, RunRecord
+
+__all__ = ["store_batch"]
+
+EPOCH_SAMPLE_COLUMNS = ("run_id", "epoch", "sample_id", "visits", "last_loss", "mean_loss", "max_loss")
+STATE_COLUMNS = (
+    "run_id",
+    "sample_id",
+    "visits",
+    "loss_reports",
+    "last_loss",
+    "mean_loss",
+    "max_loss",
+    "last_epoch",
+    "evicted_epoch",
+    "last_pred",
+    "last_margin",
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def store_batch(connection: Connection, run_id: int, batch: Batch) -> bool:
+    """Stores ``batch`` inside the caller's transaction; False if it was stored before."""
+    if not _claim(connection, run_id, batch):
+        return False
+    if batch.kind == "visits":
+        _store_visits(connection, run_id, batch)
+    elif batch.kind == "epoch":
+        _store_epoch(connection, run_id, batch)
+    elif batch.kind == "evictions":
+        _store_evictions(connection, run_id, batch)
+    else:
+        raise ValueError(f"unknown batch kind {batch.kind!r}")
+    return True
+
+
+def _claim(connection: Connection, run_id: int, batch: Batch) -> bool:
+    values = {
+        "run_id": run_id,
+        "seq": batch.seq,
+        "kind": batch.kind,
+        "rows": batch.rows,
+        "stored_at": now(),
+    }
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(IngestBatchRecord).values(values).on_conflict_do_nothing()
+    return bool(connection.execute(statement).rowcount)
+
+
+def _store_visits(connection: Connection, run_id: int, batch: Batch) -> None:
+    ids = batch.arrays["sample_id"].tolist()
+    losses = batch.arrays["loss"].astype(float).tolist()
+    epoch = int(batch.meta["epoch"])
+    rows = zip([run_id] * len(ids), [epoch] * len(ids), ids, losses, strict=True)
+    bulk_insert(connection, "visits", ("run_id", "epoch", "sample_id", "loss"), rows)
+
+
+def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
+    a = batch.arrays
+    epoch = int(batch.meta["epoch"])
+    count = len(a["epoch_ids"])
+    bulk_insert(
+        connection,
+        "epoch_samples",
+        EPOCH_SAMPLE_COLUMNS,
+        zip(
+            [run_id] * count,
+            [epoch] * count,
+            a["epoch_ids"].tolist(),
+            a["epoch_visits"].tolist(),
+            _nullable(a["epoch_last"]),
+            _nullable(a["epoch_mean"]),
+            _nullable(a["epoch_max"]),
+            strict=True,
+        ),
+    )
+    count = len(a["state_ids"])
+    state_rows = zip(
+        [run_id] * count,
+        a["state_ids"].tolist(),
+        a["state_visits"].tolist(),
+        a["state_reports"].tolist(),
+        _nullable(a["state_last"]),
+        _nullable(a["state_mean"]),
+        _nullable(a["state_max"]),
+        _nullable_int(a["state_last_epoch"]),
+        _nullable_int(a["state_evicted_epoch"]),
+        _nullable_int(a["state_pred"]),
+        _nullable(a["state_margin"]),
+        strict=True,
+    )
+    bulk_upsert(connection, "sample_state", STATE_COLUMNS, ("run_id", "sample_id"), state_rows)
+    meta = batch.meta
+    epoch_values = {
+        "run_id": run_id,
+        "epoch": epoch,
+        "recorded_at": now(),
+        "draws": meta["draws"],
+        "evicted_total": meta["evicted_total"],
+        "evicted_new": meta["evicted_new"],
+        "summary": meta["summary"],
+    }
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(RunEpochRecord).values(epoch_values)
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["run_id", "epoch"],
+            set_={k: statement.excluded[k] for k in ("recorded_at", "draws", "evicted_total", "evicted_new", "summary")},
+        )
+    )
+    connection.execute(
+        update(RunRecord)
+        .where(RunRecord.id == run_id, RunRecord.epochs < epoch + 1)
+        .values(epochs=epoch + 1)
+    )
+
+
+def _store_evictions(connection: Connection, run_id: int, batch: Batch) -> None:
+    ids = batch.arrays["sample_id"].tolist()
+    epoch = int(batch.meta["epoch"])
+    reinstated = bool(batch.meta.get("reinstated", False))
+    count = len(ids)
+    rows = zip([run_id] * count, ids, [epoch] * count, [reinstated] * count, strict=True)
+    bulk_insert(connection, "evictions", ("run_id", "sample_id", "epoch", "reinstated"), rows)
+
+
+def _nullable(values: Any) -> list[float | None]:
+    """Floats with NaN as NULL (vectorised: no Python loop per row)."""
+    as_float = values.astype(np.float64)
+    objects = as_float.astype(object)
+    objects[np.isnan(as_float)] = None
+    return objects.tolist()  # type: ignore[no-any-return]
+
+
+def _nullable_int(values: Any) -> list[int | None]:
+    """Integers with negative values as NULL."""
+    objects = values.astype(np.int64).astype(object)
+    objects[values < 0] = None
+    return objects.tolist()  # type: ignore[no-any-return]
+
+
+def bulk_insert(
+    connection: Connection, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    if connection.dialect.name == "postgresql":
+        _copy(connection, table, columns, rows)
+        return
+    placeholders = ", ".join("?" for _ in columns)
+    rows = list(rows)
+    if rows:
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows
+        )
+
+
+def bulk_upsert(
+    connection: Connection,
+    table: str,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    """Inserts rows, replacing the non-key columns of rows whose key exists."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    conflict = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    if connection.dialect.name == "postgresql":
+        staging = f"staging_{table}"
+        connection.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
+            f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        _copy(connection, staging, columns, rows)
+        names = ", ".join(columns)
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} {conflict}"
+        )
+        return
+    rows = list(rows)
+    if rows:
+        placeholders = ", ".join("?" for _ in columns)
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) {conflict}", rows
+        )
+
+
+def _copy(
+    connection: Connection, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)

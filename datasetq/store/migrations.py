@@ -1,0 +1,71 @@
+"""Schema migrations with Alembic: upgrade a database, or refuse one that is behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from ..errors import StoreError
+from .engine import create_store_engine
+
+__all__ = ["current_revision", "ensure_schema", "head_revision", "upgrade"]
+
+ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+
+
+def alembic_config(url: str) -> Config:
+    if not (ALEMBIC_DIR / "env.py").is_file():
+        raise StoreError(f"the migration scripts are missing: expected {ALEMBIC_DIR}")
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(url: str) -> str:
+    """Creates or migrates the database at ``url`` to the newest schema; returns the revision."""
+    engine = create_store_engine(url, write=True)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        return head_revision()
+    finally:
+        engine.dispose()
+
+
+def ensure_schema(engine: Engine, url: str, *, create: bool) -> None:
+    """Checks that the database is at the newest schema.
+
+    An empty database is created when ``create`` is true. A database at an older revision is
+    refused with a message that says what to run.
+    """
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return
+    if current is None and create and not inspect(engine).get_table_names():
+        upgrade(url)
+        return
+    shown = "no datasetq schema" if current is None else f"schema revision {current}"
+    raise StoreError(
+        f"the database {engine.url.render_as_string(hide_password=True)} has {shown}, "
+        f"but this datasetq needs revision {head}: run `datasetq db upgrade --db {url}`"
+    )
