@@ -22,10 +22,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--noise", type=float, default=0.1, help="fraction of labels flipped")
     demo.add_argument("--max-visits", type=int, default=8)
     demo.add_argument("--seed", type=int, default=0)
+    db = commands.add_parser("db", help="manage the store's schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="create or migrate a database")
+    upgrade.add_argument("--db", required=True, help="database URL, e.g. sqlite:///datasetq.db")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo(args.epochs, args.noise, args.max_visits, args.seed)
+    if args.command == "db":
+        return run_db_upgrade(args.db)
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def run_db_upgrade(url: str) -> int:
+    from .store.migrations import upgrade
+
+    try:
+        revision = upgrade(url)
+    except Exception as error:
+        print(f"datasetq db upgrade: {error}", file=sys.stderr)
+        return 1
+    print(f"{url}: schema at revision {revision}")
+    return 0
 
 
 def run_demo(epochs: int, noise: float, max_visits: int, seed: int) -> int:

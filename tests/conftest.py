@@ -16,3 +16,5 @@ def _single_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+from tests.store_fixtures import store_url  # noqa: E402, F401  (shared fixture)

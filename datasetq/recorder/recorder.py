@@ -70,6 +70,9 @@ class Recorder(SamplerListener):
         spill_dir (str, optional): where undeliverable batches wait. Default: next to the
             SQLite file, or ``./datasetq-spill`` for other databases.
         close_timeout (float): seconds :meth:`close` waits for delivery. Default: 30.
+        lock_timeout (float): seconds a write waits for a database lock before the batch
+            spills (SQLite busy timeout, PostgreSQL ``lock_timeout``). Default: 30.
+        retry_interval (float): seconds between retries of an unavailable store. Default: 1.
 
     Example::
 
@@ -94,6 +97,8 @@ class Recorder(SamplerListener):
         batch_rows: int = 50_000,
         spill_dir: str | Path | None = None,
         close_timeout: float = 30.0,
+        lock_timeout: float = 30.0,
+        retry_interval: float = 1.0,
     ) -> None:
         if dataset is None:
             raise ValueError("dataset should be the dataset the run trains on, but got None")
@@ -112,6 +117,8 @@ class Recorder(SamplerListener):
         self.flush_interval = flush_interval
         self.batch_rows = batch_rows
         self.close_timeout = close_timeout
+        self.lock_timeout = lock_timeout
+        self.retry_interval = retry_interval
         self.spill_dir = Path(spill_dir) if spill_dir is not None else _default_spill_dir(url)
         self.labels: I64 = (
             self.description.labels.copy()
@@ -158,7 +165,7 @@ class Recorder(SamplerListener):
         """Connects, creates or checks the schema, registers the dataset and the run."""
         if self._opened:
             return self
-        engine = create_store_engine(self.url, write=True)
+        engine = create_store_engine(self.url, write=True, lock_timeout=self.lock_timeout)
         try:
             ensure_schema(engine, self.url, create=True)
             with engine.begin() as connection:
@@ -181,6 +188,7 @@ class Recorder(SamplerListener):
             self.run_id,
             run_spill,
             idle_interval=min(HEARTBEAT_SECONDS, 2.0),
+            retry_interval=self.retry_interval,
             on_idle=self._background_poll,
         )
         self._opened = True
@@ -472,8 +480,10 @@ def _default_spill_dir(url: str) -> Path:
 
 def _register_dataset(connection: Any, description: DatasetDescription) -> int:
     existing = connection.execute(
-        select(DatasetRecord).where(DatasetRecord.name == description.name)
-    ).scalar_one_or_none()
+        select(DatasetRecord.id, DatasetRecord.fingerprint, DatasetRecord.num_samples).where(
+            DatasetRecord.name == description.name
+        )
+    ).one_or_none()
     if existing is not None:
         if existing.fingerprint != description.fingerprint:
             raise StoreError(
@@ -520,7 +530,9 @@ def _register_dataset(connection: Any, description: DatasetDescription) -> int:
 def _register_run(
     connection: Any, name: str, dataset_id: int, config: dict[str, Any], record_visits: bool
 ) -> int:
-    existing = connection.execute(select(RunRecord).where(RunRecord.name == name)).scalar_one_or_none()
+    existing = connection.execute(
+        select(RunRecord.id, RunRecord.dataset_id).where(RunRecord.name == name)
+    ).one_or_none()
     stamp = now()
     if existing is not None:
         if existing.dataset_id != dataset_id:

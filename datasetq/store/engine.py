@@ -25,8 +25,14 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_store_engine(url: str, *, write: bool = False, **kwargs: Any) -> Engine:
-    """Creates an engine for ``url``; ``write=True`` makes SQLite transactions ``IMMEDIATE``."""
+def create_store_engine(
+    url: str, *, write: bool = False, lock_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000, **kwargs: Any
+) -> Engine:
+    """Creates an engine for ``url``; ``write=True`` makes SQLite transactions ``IMMEDIATE``.
+
+    ``lock_timeout`` (seconds) bounds how long a statement waits for a lock: SQLite's busy
+    timeout, PostgreSQL's ``lock_timeout``.
+    """
     if not url:
         raise ValueError("url should be a database URL such as sqlite:///datasetq.db")
     parsed = make_url(url)
@@ -35,24 +41,38 @@ def create_store_engine(url: str, *, write: bool = False, **kwargs: Any) -> Engi
     if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("poolclass", NullPool)  # a connection per use: nothing to share
         connect_args = kwargs.setdefault("connect_args", {})
-        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        connect_args.setdefault("timeout", lock_timeout)
         connect_args.setdefault("check_same_thread", False)
         engine = create_engine(parsed, **kwargs)
-        _configure_sqlite(engine, write)
+        _configure_sqlite(engine, write, int(lock_timeout * 1000))
     else:
         kwargs.setdefault("pool_pre_ping", True)
-        engine = create_engine(parsed, **kwargs)
+        if parsed.get_backend_name() == "postgresql":
+            connect_args = kwargs.setdefault("connect_args", {})
+            connect_args.setdefault("connect_timeout", 5)
+            engine = create_engine(parsed, **kwargs)
+            _configure_postgresql(engine, int(lock_timeout * 1000))
+        else:
+            engine = create_engine(parsed, **kwargs)
     _dispose_in_forked_children(engine)
     return engine
 
 
-def _configure_sqlite(engine: Engine, write: bool) -> None:
+def _configure_postgresql(engine: Engine, lock_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {lock_timeout_ms}")
+        dbapi_connection.commit()
+
+
+def _configure_sqlite(engine: Engine, write: bool, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own transaction handling is off; SQLAlchemy emits BEGIN below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")

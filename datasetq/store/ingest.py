@@ -63,8 +63,13 @@ def _claim(connection: Connection, run_id: int, batch: Batch) -> bool:
         "stored_at": now(),
     }
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(IngestBatchRecord).values(values).on_conflict_do_nothing()
-    return bool(connection.execute(statement).rowcount)
+    statement = (
+        dialect.insert(IngestBatchRecord)
+        .values(values)
+        .on_conflict_do_nothing()
+        .returning(IngestBatchRecord.seq)
+    )
+    return connection.execute(statement).first() is not None
 
 
 def _store_visits(connection: Connection, run_id: int, batch: Batch) -> None:

@@ -1,0 +1,85 @@
+"""Read queries over the store, shaped for the dashboard (and used by benchmarks)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from .models import EpochSampleRecord, RunEpochRecord, RunRecord, SampleStateRecord, VisitRecord
+
+__all__ = ["effective_status", "hardest_samples", "sample_trajectory", "visit_histogram"]
+
+# A running run whose heartbeat is older than this was killed or lost its store.
+INTERRUPTED_AFTER = timedelta(seconds=30)
+
+
+def effective_status(status: str, heartbeat_at: datetime, at: datetime | None = None) -> str:
+    """``running`` becomes ``interrupted`` when the heartbeat stopped."""
+    at = at or datetime.now(UTC)
+    if heartbeat_at.tzinfo is None:
+        heartbeat_at = heartbeat_at.replace(tzinfo=UTC)
+    if status == "running" and at - heartbeat_at > INTERRUPTED_AFTER:
+        return "interrupted"
+    return status
+
+
+def run_status(connection: Connection, run_id: int) -> str | None:
+    row = connection.execute(
+        select(RunRecord.status, RunRecord.heartbeat_at).where(RunRecord.id == run_id)
+    ).one_or_none()
+    return None if row is None else effective_status(row.status, row.heartbeat_at)
+
+
+def hardest_samples(connection: Connection, run_id: int, limit: int = 100) -> list[Any]:
+    """The samples with the largest latest loss (uses the ``(run_id, last_loss)`` index)."""
+    return list(
+        connection.execute(
+            select(SampleStateRecord.sample_id, SampleStateRecord.last_loss)
+            .where(SampleStateRecord.run_id == run_id, SampleStateRecord.last_loss.is_not(None))
+            .order_by(SampleStateRecord.last_loss.desc())
+            .limit(limit)
+        ).all()
+    )
+
+
+def sample_trajectory(
+    connection: Connection, run_id: int, sample_id: int, epochs: int
+) -> dict[str, list[Any]]:
+    """Per-epoch statistics of one sample, and its per-visit losses where recorded."""
+    per_epoch = connection.execute(
+        select(
+            EpochSampleRecord.epoch,
+            EpochSampleRecord.visits,
+            EpochSampleRecord.last_loss,
+            func.coalesce(EpochSampleRecord.mean_loss, EpochSampleRecord.last_loss),
+            func.coalesce(EpochSampleRecord.max_loss, EpochSampleRecord.last_loss),
+        )
+        .where(
+            EpochSampleRecord.run_id == run_id,
+            EpochSampleRecord.epoch.in_(range(max(epochs, 1))),
+            EpochSampleRecord.sample_id == sample_id,
+        )
+        .order_by(EpochSampleRecord.epoch)
+    ).all()
+    visits = connection.execute(
+        select(VisitRecord.epoch, VisitRecord.loss)
+        .where(VisitRecord.run_id == run_id, VisitRecord.sample_id == sample_id)
+        .order_by(VisitRecord.id)
+    ).all()
+    return {
+        "epochs": [list(row) for row in per_epoch],
+        "visits": [list(row) for row in visits],
+    }
+
+
+def visit_histogram(connection: Connection, run_id: int) -> list[int]:
+    """Samples per total visit count, as of the last recorded epoch."""
+    summary = connection.execute(
+        select(RunEpochRecord.summary)
+        .where(RunEpochRecord.run_id == run_id)
+        .order_by(RunEpochRecord.epoch.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return [] if summary is None else list(summary.get("visit_histogram", []))

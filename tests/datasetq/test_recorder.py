@@ -1,0 +1,176 @@
+"""The recorder against real databases: what training reported is what the store holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from datasetq import HeapqSampler, Recorder
+from datasetq.store.batches import Batch
+from datasetq.store.engine import create_store_engine
+from datasetq.store.ingest import store_batch
+from datasetq.store.models import (
+    DatasetRecord,
+    EpochSampleRecord,
+    EvictionRecord,
+    RunEpochRecord,
+    RunRecord,
+    SampleRecord,
+    SampleStateRecord,
+    VisitRecord,
+)
+from datasetq.store.queries import (
+    effective_status,
+    hardest_samples,
+    sample_trajectory,
+    visit_histogram,
+)
+
+from .recording import TinyDataset, train_recorded
+
+
+def read(url, statement):
+    engine = create_store_engine(url)
+    try:
+        with Session(engine) as session:
+            return session.execute(statement).all()
+    finally:
+        engine.dispose()
+
+
+def test_records_a_run_completely(store_url):
+    dataset = TinyDataset(60)
+    with Recorder(store_url, run="tiny", dataset=dataset, config={"lr": 0.1}) as recorder:
+        sampler, reports = train_recorded(recorder, dataset, epochs=4, max_visits=3)
+    assert recorder.report.ok
+    assert recorder.report.duplicates == 0
+
+    (run,) = read(store_url, select(RunRecord))
+    assert (run[0].status, run[0].epochs, run[0].config["lr"]) == ("finished", 4, 0.1)
+    (ds,) = read(store_url, select(DatasetRecord))
+    assert ds[0].class_names == ["cat", "dog", "bird"]
+    labels = read(store_url, select(SampleRecord.original_label).order_by(SampleRecord.sample_id))
+    assert [r[0] for r in labels] == dataset.targets
+
+    # Every reported loss is stored once, in order.
+    visits = read(store_url, select(VisitRecord.epoch, VisitRecord.sample_id, VisitRecord.loss).order_by(VisitRecord.id))
+    expected = [(e, i, l) for e, ids, losses in reports for i, l in zip(ids, losses, strict=True)]
+    assert [(e, i) for e, i, _ in visits] == [(e, i) for e, i, _ in expected]
+    np.testing.assert_allclose([l for *_, l in visits], [l for *_, l in expected], rtol=1e-6)
+
+    # Latest state agrees with the sampler.
+    state = read(
+        store_url,
+        select(SampleStateRecord.sample_id, SampleStateRecord.visits, SampleStateRecord.last_loss,
+               SampleStateRecord.evicted_epoch, SampleStateRecord.last_pred)
+        .order_by(SampleStateRecord.sample_id),
+    )
+    assert [r[1] for r in state] == sampler.visits.tolist()
+    np.testing.assert_allclose([r[2] for r in state], sampler.loss, rtol=1e-6)
+    evicted_ids, evicted_epochs = sampler.evictions
+    stored_evictions = {r[0]: r[3] for r in state if r[3] is not None}
+    assert stored_evictions == dict(zip(evicted_ids.tolist(), evicted_epochs.tolist(), strict=True))
+    assert stored_evictions, "max_visits=3 should evict the always-hard samples"
+    assert all(r[4] == 0 for r in state)
+    events = read(store_url, select(EvictionRecord.sample_id, EvictionRecord.epoch))
+    assert sorted(events) == sorted(stored_evictions.items())
+
+    # Per-epoch rows and summaries.
+    epochs = read(store_url, select(RunEpochRecord).order_by(RunEpochRecord.epoch))
+    assert [e[0].epoch for e in epochs] == [0, 1, 2, 3]
+    assert [e[0].draws for e in epochs] == [60, 60, 60, 60]
+    assert epochs[-1][0].evicted_total == len(evicted_ids)
+
+
+def test_queries_answer_what_the_dashboard_asks(store_url):
+    dataset = TinyDataset(60)
+    with Recorder(store_url, run="q", dataset=dataset) as recorder:
+        sampler, reports = train_recorded(recorder, dataset, epochs=3)
+    engine = create_store_engine(store_url)
+    try:
+        with engine.connect() as connection:
+            run_id = connection.execute(select(RunRecord.id)).scalar_one()
+            top = hardest_samples(connection, run_id, limit=5)
+            expected_top = np.argsort(-sampler.loss, kind="stable")[:5]
+            assert sorted(r[0] for r in top) == sorted(expected_top.tolist())
+            trajectory = sample_trajectory(connection, run_id, 10, epochs=3)
+            mine = [(e, l) for e, ids, losses in reports for i, l in zip(ids, losses, strict=True) if i == 10]
+            assert [v[0] for v in trajectory["visits"]] == [e for e, _ in mine]
+            per_epoch = {row[0]: row for row in trajectory["epochs"]}
+            for epoch in {e for e, _ in mine}:
+                values = [l for e, l in mine if e == epoch]
+                assert per_epoch[epoch][1] == len(values)
+                assert per_epoch[epoch][2] == pytest.approx(values[-1], rel=1e-6)
+                assert per_epoch[epoch][3] == pytest.approx(np.mean(values), rel=1e-6)
+                assert per_epoch[epoch][4] == pytest.approx(max(values), rel=1e-6)
+            histogram = visit_histogram(connection, run_id)
+            assert histogram == np.bincount(sampler.visits).tolist()
+    finally:
+        engine.dispose()
+
+
+def test_a_batch_sent_twice_is_stored_once(store_url):
+    dataset = TinyDataset(30)
+    recorder = Recorder(store_url, run="dup", dataset=dataset).open()
+    recorder.close()
+    batch = Batch(seq=10_000, kind="visits", meta={"epoch": 0},
+                  arrays={"sample_id": np.arange(5), "loss": np.ones(5, np.float32)})
+    engine = create_store_engine(store_url, write=True)
+    try:
+        with engine.begin() as connection:
+            assert store_batch(connection, recorder.run_id, batch) is True
+        with engine.begin() as connection:
+            assert store_batch(connection, recorder.run_id, batch) is False
+        with engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(VisitRecord)).scalar_one() == 5
+    finally:
+        engine.dispose()
+
+
+def test_a_run_can_be_continued(store_url):
+    dataset = TinyDataset(30)
+    with Recorder(store_url, run="cont", dataset=dataset) as recorder:
+        first, _ = train_recorded(recorder, dataset, epochs=2)
+    state = first.state_dict()
+    with Recorder(store_url, run="cont", dataset=dataset) as recorder:
+        sampler = HeapqSampler(dataset, recorder=recorder, seed=0, chunk_size=8)
+        sampler.load_state_dict(state)
+        for epoch in range(2, 4):
+            drawn = list(sampler)
+            sampler.update(drawn, {"loss": np.full(len(drawn), float(epoch))})
+    runs = read(store_url, select(RunRecord.epochs, RunRecord.status))
+    assert runs == [(4, "finished")]
+    reports = read(store_url, select(SampleStateRecord.visits).order_by(SampleStateRecord.sample_id))
+    assert [r[0] for r in reports] == sampler.visits.tolist()
+    batches = read(store_url, text("SELECT COUNT(*), COUNT(DISTINCT seq) FROM ingest_batches"))
+    assert batches[0][0] == batches[0][1]
+
+
+def test_several_runs_share_one_dataset(store_url):
+    dataset = TinyDataset(30)
+    for name in ("a", "b"):
+        with Recorder(store_url, run=name, dataset=dataset) as recorder:
+            train_recorded(recorder, dataset, epochs=1)
+    assert read(store_url, select(func.count()).select_from(DatasetRecord)) == [(1,)]
+    assert read(store_url, select(func.count()).select_from(RunRecord)) == [(2,)]
+
+
+def test_bad_arguments(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(ValueError, match="dataset should be"):
+        Recorder(url, run="r")
+    with pytest.raises(ValueError, match="run should be a name"):
+        Recorder(url, run="", dataset=TinyDataset())
+    with pytest.raises(ValueError, match="labels should hold one label per sample"):
+        Recorder(url, run="r", dataset=TinyDataset(5), labels=[1, 2])
+
+
+def test_interrupted_status_comes_from_the_heartbeat():
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    assert effective_status("running", now, now) == "running"
+    assert effective_status("running", now - timedelta(minutes=5), now) == "interrupted"
+    assert effective_status("finished", now - timedelta(days=1), now) == "finished"
