@@ -17,4 +17,5 @@ def _single_thread_torch():
     yield
     torch.set_num_threads(threads)
 
+
 from tests.store_fixtures import store_url  # noqa: E402, F401  (shared fixture)

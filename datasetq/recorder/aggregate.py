@@ -30,7 +30,9 @@ def aggregate_epoch(ids: I64, losses: F64) -> EpochAggregate:
     """Groups loss reports (in arrival order) by sample id."""
     if not len(ids):
         empty = np.empty(0)
-        return EpochAggregate(np.empty(0, np.int64), np.empty(0, np.int64), empty, empty, empty, empty)
+        return EpochAggregate(
+            np.empty(0, np.int64), np.empty(0, np.int64), empty, empty, empty, empty
+        )
     order = np.argsort(ids, kind="stable")  # stable: arrival order kept within a sample
     sorted_ids, sorted_losses = ids[order], losses[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])

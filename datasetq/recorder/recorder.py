@@ -13,16 +13,15 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.engine import make_url
 
 from ..errors import StoreError
 from ..sampler import HeapqSampler, SamplerListener
 from ..store.batches import Batch
 from ..store.engine import create_store_engine, is_sqlite
-from ..store.ingest import now
+from ..store.ingest import bulk_insert, now
 from ..store.migrations import ensure_schema
-from ..store.ingest import bulk_insert
 from ..store.models import (
     DatasetRecord,
     DecisionRecord,
@@ -187,7 +186,7 @@ class Recorder(SamplerListener):
             engine,
             self.run_id,
             run_spill,
-            idle_interval=min(HEARTBEAT_SECONDS, 2.0),
+            idle_interval=1.0,
             retry_interval=self.retry_interval,
             on_idle=self._background_poll,
         )
@@ -413,7 +412,9 @@ class Recorder(SamplerListener):
                 .order_by(DecisionRecord.id)
             ).all()
             labels = connection.execute(
-                select(LabelChangeRecord.id, LabelChangeRecord.sample_id, LabelChangeRecord.new_label)
+                select(
+                    LabelChangeRecord.id, LabelChangeRecord.sample_id, LabelChangeRecord.new_label
+                )
                 .where(
                     LabelChangeRecord.dataset_id == self.dataset_id,
                     LabelChangeRecord.id > self._label_cursor,
@@ -444,7 +445,9 @@ class Recorder(SamplerListener):
             ).where(SampleStateRecord.run_id == self.run_id)
         ).all()
         if rows:
-            ids, reports, mean, maximum, last, last_epoch = (np.array(c) for c in zip(*rows, strict=True))
+            ids, reports, mean, maximum, last, last_epoch = (
+                np.array(c) for c in zip(*rows, strict=True)
+            )
             ids = ids.astype(np.int64)
             reports = reports.astype(np.int64)
             self._loss_reports[ids] = reports
@@ -461,7 +464,9 @@ class Recorder(SamplerListener):
         if labels:
             changed_ids, changed_labels = (np.array(c) for c in zip(*labels, strict=True))
             known = changed_labels != None  # noqa: E711
-            self.labels[changed_ids[known].astype(np.int64)] = changed_labels[known].astype(np.int64)
+            self.labels[changed_ids[known].astype(np.int64)] = changed_labels[known].astype(
+                np.int64
+            )
         self._decision_cursor = connection.execute(
             select(func.coalesce(func.max(DecisionRecord.id), 0))
         ).scalar_one()
@@ -491,27 +496,18 @@ def _register_dataset(connection: Any, description: DatasetDescription) -> int:
                 f"({existing.num_samples} samples); pass dataset_name= to register this one"
             )
         return int(existing.id)
-    record = DatasetRecord(
-        name=description.name,
-        num_samples=description.num_samples,
-        class_names=description.class_names,
-        render=description.render,
-        fingerprint=description.fingerprint,
-        created_at=now(),
-    )
-    connection.execute(
-        DatasetRecord.__table__.insert().values(
-            name=record.name,
-            num_samples=record.num_samples,
-            class_names=record.class_names,
-            render=record.render,
-            fingerprint=record.fingerprint,
-            created_at=record.created_at,
-        )
-    )
     dataset_id = int(
         connection.execute(
-            select(DatasetRecord.id).where(DatasetRecord.name == description.name)
+            insert(DatasetRecord)
+            .values(
+                name=description.name,
+                num_samples=description.num_samples,
+                class_names=description.class_names,
+                render=description.render,
+                fingerprint=description.fingerprint,
+                created_at=now(),
+            )
+            .returning(DatasetRecord.id)
         ).scalar_one()
     )
     n = description.num_samples
@@ -544,7 +540,7 @@ def _register_run(
         )
         return int(existing.id)
     connection.execute(
-        RunRecord.__table__.insert().values(
+        insert(RunRecord).values(
             name=name,
             dataset_id=dataset_id,
             config={**config, "record_visits": record_visits},

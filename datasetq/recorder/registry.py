@@ -111,12 +111,12 @@ def _render_spec(base: Any, positions: Any) -> tuple[dict[str, Any], list[str] |
         if positions is not None:
             relative = [relative[i] for i in positions.tolist()]
         return {"kind": "image_folder", "root": str(root)}, relative
-    root = getattr(base, "root", None)
-    if root is not None and hasattr(base, "data"):
+    data_root = getattr(base, "root", None)
+    if data_root is not None and hasattr(base, "data"):
         spec = {
             "kind": "torchvision",
             "class": f"{type(base).__module__}.{type(base).__qualname__}",
-            "root": str(Path(root).resolve()),
+            "root": str(Path(data_root).resolve()),
         }
         for attribute in ("train", "split"):
             if hasattr(base, attribute):

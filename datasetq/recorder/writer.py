@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 
 from ..store.batches import Batch, read_batch, write_batch
 from ..store.ingest import store_batch
@@ -29,19 +30,22 @@ log = logging.getLogger("datasetq.recorder")
 class DeliveryReport:
     """What ``close()`` could and could not deliver."""
 
-    def __init__(self, delivered: int, duplicates: int, pending: list[Path]) -> None:
+    def __init__(
+        self, delivered: int, duplicates: int, pending: list[Path], rejected: list[Path]
+    ) -> None:
         self.delivered = delivered
         self.duplicates = duplicates
         self.pending = pending
+        self.rejected = rejected
 
     @property
     def ok(self) -> bool:
-        return not self.pending
+        return not self.pending and not self.rejected
 
     def __repr__(self) -> str:
         return (
             f"DeliveryReport(delivered={self.delivered}, duplicates={self.duplicates}, "
-            f"pending={len(self.pending)} batch files)"
+            f"pending={len(self.pending)} batch files, rejected={len(self.rejected)})"
         )
 
 
@@ -110,7 +114,8 @@ class BatchWriter:
             self._stop_now = True
             self._drain_to_spill()
             self._thread.join(1.0)
-        return DeliveryReport(self.delivered, self.duplicates, self.pending_files())
+        rejected = sorted(self.spill_dir.glob("*.rejected")) if self.spill_dir.is_dir() else []
+        return DeliveryReport(self.delivered, self.duplicates, self.pending_files(), rejected)
 
     def pending_files(self) -> list[Path]:
         if not self.spill_dir.is_dir():
@@ -157,9 +162,14 @@ class BatchWriter:
             with self._spill_lock:
                 write_batch(batch, self.spill_dir)
             return
-        if not self._store(batch):
+        outcome = self._store(batch)
+        if outcome is False:
             with self._spill_lock:
                 write_batch(batch, self.spill_dir)
+        elif outcome is None:
+            with self._spill_lock:
+                path = write_batch(batch, self.spill_dir)
+            path.rename(path.with_suffix(".rejected"))
 
     def _replay(self) -> bool:
         """Delivers spilled batches oldest first; False if the store failed again."""
@@ -167,18 +177,31 @@ class BatchWriter:
             try:
                 batch = read_batch(path)
             except (OSError, ValueError, KeyError) as error:
-                log.warning("datasetq recorder: unreadable spill file %s kept aside: %s", path, error)
+                log.warning(
+                    "datasetq recorder: unreadable spill file %s kept aside: %s", path, error
+                )
                 path.rename(path.with_suffix(".bad"))
                 continue
-            if not self._store(batch):
+            outcome = self._store(batch)
+            if outcome is False:
                 return False
-            path.unlink(missing_ok=True)
+            if outcome is None:
+                path.rename(path.with_suffix(".rejected"))
+            else:
+                path.unlink(missing_ok=True)
         return True
 
-    def _store(self, batch: Batch) -> bool:
+    def _store(self, batch: Batch) -> bool | None:
+        """True: stored (or stored before). False: the store is unavailable, retry later.
+        None: the store rejects this batch's content; retrying cannot help, so it is set aside
+        (``*.rejected`` in the spill folder) instead of blocking every batch behind it."""
         try:
             with self.engine.begin() as connection:
                 stored = store_batch(connection, self.run_id, batch)
+        except (IntegrityError, DataError, ProgrammingError) as error:
+            self.last_error = f"{type(error).__name__}: {error}"
+            log.error("datasetq recorder: batch %s rejected by the store: %s", batch.seq, error)
+            return None
         except Exception as error:
             self.failures += 1
             self.last_error = f"{type(error).__name__}: {error}"

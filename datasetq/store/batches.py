@@ -42,7 +42,8 @@ def write_batch(batch: Batch, folder: Path) -> Path:
     temporary = path.with_suffix(".tmp")
     header = json.dumps({"seq": batch.seq, "kind": batch.kind, "meta": batch.meta})
     with open(temporary, "wb") as f:
-        np.savez(f, __header__=np.array(header), **batch.arrays)
+        arrays: dict[str, Any] = {"__header__": np.array(header), **batch.arrays}
+        np.savez(f, **arrays)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)

@@ -26,7 +26,11 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_store_engine(
-    url: str, *, write: bool = False, lock_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000, **kwargs: Any
+    url: str,
+    *,
+    write: bool = False,
+    lock_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+    **kwargs: Any,
 ) -> Engine:
     """Creates an engine for ``url``; ``write=True`` makes SQLite transactions ``IMMEDIATE``.
 

@@ -19,7 +19,15 @@ from .models import IngestBatchRecord, RunEpochRecord, RunRecord
 
 __all__ = ["store_batch"]
 
-EPOCH_SAMPLE_COLUMNS = ("run_id", "epoch", "sample_id", "visits", "last_loss", "mean_loss", "max_loss")
+EPOCH_SAMPLE_COLUMNS = (
+    "run_id",
+    "epoch",
+    "sample_id",
+    "visits",
+    "last_loss",
+    "mean_loss",
+    "max_loss",
+)
 STATE_COLUMNS = (
     "run_id",
     "sample_id",
@@ -84,10 +92,12 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
     a = batch.arrays
     epoch = int(batch.meta["epoch"])
     count = len(a["epoch_ids"])
-    bulk_insert(
+    # An upsert: a run continued without its checkpoint records its epochs again.
+    bulk_upsert(
         connection,
         "epoch_samples",
         EPOCH_SAMPLE_COLUMNS,
+        ("run_id", "epoch", "sample_id"),
         zip(
             [run_id] * count,
             [epoch] * count,
@@ -130,7 +140,10 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
     connection.execute(
         statement.on_conflict_do_update(
             index_elements=["run_id", "epoch"],
-            set_={k: statement.excluded[k] for k in ("recorded_at", "draws", "evicted_total", "evicted_new", "summary")},
+            set_={
+                k: statement.excluded[k]
+                for k in ("recorded_at", "draws", "evicted_total", "evicted_new", "summary")
+            },
         )
     )
     connection.execute(
@@ -213,7 +226,7 @@ def _copy(
 ) -> None:
     raw = connection.connection.driver_connection
     assert raw is not None
-    with raw.cursor() as cursor:
-        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:  # psycopg's C writer; the rows come from zip() over array columns
+            copy.write_row(row)

@@ -9,7 +9,7 @@ from datasetq import HeapqSampler, Recorder
 
 
 class TinyDataset(torch.utils.data.Dataset):
-    classes = ["cat", "dog", "bird"]
+    classes = ("cat", "dog", "bird")
 
     def __init__(self, n: int = 60) -> None:
         self.targets = [i % 3 for i in range(n)]

@@ -13,7 +13,6 @@ from datasetq.store.engine import create_store_engine
 from datasetq.store.ingest import store_batch
 from datasetq.store.models import (
     DatasetRecord,
-    EpochSampleRecord,
     EvictionRecord,
     RunEpochRecord,
     RunRecord,
@@ -55,17 +54,26 @@ def test_records_a_run_completely(store_url):
     assert [r[0] for r in labels] == dataset.targets
 
     # Every reported loss is stored once, in order.
-    visits = read(store_url, select(VisitRecord.epoch, VisitRecord.sample_id, VisitRecord.loss).order_by(VisitRecord.id))
-    expected = [(e, i, l) for e, ids, losses in reports for i, l in zip(ids, losses, strict=True)]
+    visits = read(
+        store_url,
+        select(VisitRecord.epoch, VisitRecord.sample_id, VisitRecord.loss).order_by(VisitRecord.id),
+    )
+    expected = [
+        (e, i, loss) for e, ids, losses in reports for i, loss in zip(ids, losses, strict=True)
+    ]
     assert [(e, i) for e, i, _ in visits] == [(e, i) for e, i, _ in expected]
-    np.testing.assert_allclose([l for *_, l in visits], [l for *_, l in expected], rtol=1e-6)
+    np.testing.assert_allclose([v[2] for v in visits], [x[2] for x in expected], rtol=1e-6)
 
     # Latest state agrees with the sampler.
     state = read(
         store_url,
-        select(SampleStateRecord.sample_id, SampleStateRecord.visits, SampleStateRecord.last_loss,
-               SampleStateRecord.evicted_epoch, SampleStateRecord.last_pred)
-        .order_by(SampleStateRecord.sample_id),
+        select(
+            SampleStateRecord.sample_id,
+            SampleStateRecord.visits,
+            SampleStateRecord.last_loss,
+            SampleStateRecord.evicted_epoch,
+            SampleStateRecord.last_pred,
+        ).order_by(SampleStateRecord.sample_id),
     )
     assert [r[1] for r in state] == sampler.visits.tolist()
     np.testing.assert_allclose([r[2] for r in state], sampler.loss, rtol=1e-6)
@@ -96,11 +104,16 @@ def test_queries_answer_what_the_dashboard_asks(store_url):
             expected_top = np.argsort(-sampler.loss, kind="stable")[:5]
             assert sorted(r[0] for r in top) == sorted(expected_top.tolist())
             trajectory = sample_trajectory(connection, run_id, 10, epochs=3)
-            mine = [(e, l) for e, ids, losses in reports for i, l in zip(ids, losses, strict=True) if i == 10]
+            mine = [
+                (e, loss)
+                for e, ids, losses in reports
+                for i, loss in zip(ids, losses, strict=True)
+                if i == 10
+            ]
             assert [v[0] for v in trajectory["visits"]] == [e for e, _ in mine]
             per_epoch = {row[0]: row for row in trajectory["epochs"]}
             for epoch in {e for e, _ in mine}:
-                values = [l for e, l in mine if e == epoch]
+                values = [loss for e, loss in mine if e == epoch]
                 assert per_epoch[epoch][1] == len(values)
                 assert per_epoch[epoch][2] == pytest.approx(values[-1], rel=1e-6)
                 assert per_epoch[epoch][3] == pytest.approx(np.mean(values), rel=1e-6)
@@ -115,8 +128,12 @@ def test_a_batch_sent_twice_is_stored_once(store_url):
     dataset = TinyDataset(30)
     recorder = Recorder(store_url, run="dup", dataset=dataset).open()
     recorder.close()
-    batch = Batch(seq=10_000, kind="visits", meta={"epoch": 0},
-                  arrays={"sample_id": np.arange(5), "loss": np.ones(5, np.float32)})
+    batch = Batch(
+        seq=10_000,
+        kind="visits",
+        meta={"epoch": 0},
+        arrays={"sample_id": np.arange(5), "loss": np.ones(5, np.float32)},
+    )
     engine = create_store_engine(store_url, write=True)
     try:
         with engine.begin() as connection:
@@ -124,7 +141,9 @@ def test_a_batch_sent_twice_is_stored_once(store_url):
         with engine.begin() as connection:
             assert store_batch(connection, recorder.run_id, batch) is False
         with engine.connect() as connection:
-            assert connection.execute(select(func.count()).select_from(VisitRecord)).scalar_one() == 5
+            assert (
+                connection.execute(select(func.count()).select_from(VisitRecord)).scalar_one() == 5
+            )
     finally:
         engine.dispose()
 
@@ -142,7 +161,9 @@ def test_a_run_can_be_continued(store_url):
             sampler.update(drawn, {"loss": np.full(len(drawn), float(epoch))})
     runs = read(store_url, select(RunRecord.epochs, RunRecord.status))
     assert runs == [(4, "finished")]
-    reports = read(store_url, select(SampleStateRecord.visits).order_by(SampleStateRecord.sample_id))
+    reports = read(
+        store_url, select(SampleStateRecord.visits).order_by(SampleStateRecord.sample_id)
+    )
     assert [r[0] for r in reports] == sampler.visits.tolist()
     batches = read(store_url, text("SELECT COUNT(*), COUNT(DISTINCT seq) FROM ingest_batches"))
     assert batches[0][0] == batches[0][1]
