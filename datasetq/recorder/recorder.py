@@ -65,7 +65,8 @@ class Recorder(SamplerListener):
         record_visits (bool, optional): store every reported loss, not only per-epoch
             statistics. Default: on up to 200,000 samples.
         flush_interval (float): seconds between batches. Default: 1.0.
-        batch_rows (int): rows that trigger a batch before the interval. Default: 50,000.
+        batch_rows (int): rows that trigger a batch before the interval. Default: 50,000
+            (at most 2**20).
         spill_dir (str, optional): where undeliverable batches wait. Default: next to the
             SQLite file, or ``./datasetq-spill`` for other databases.
         close_timeout (float): seconds :meth:`close` waits for delivery. Default: 30.
@@ -103,6 +104,8 @@ class Recorder(SamplerListener):
             raise ValueError("dataset should be the dataset the run trains on, but got None")
         if not isinstance(run, str) or not run.strip() or len(run) > 200:
             raise ValueError(f"run should be a name of 1 to 200 characters, but got {run!r}")
+        if not 0 < batch_rows <= 1 << 20:
+            raise ValueError(f"batch_rows should be in [1, 2**20], but got {batch_rows}")
         if flush_interval <= 0:
             raise ValueError(f"flush_interval should be positive, but got {flush_interval}")
         self.url = url

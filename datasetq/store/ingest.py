@@ -19,6 +19,7 @@ from .models import IngestBatchRecord, RunEpochRecord, RunRecord
 
 __all__ = ["store_batch"]
 
+SEQ_SHIFT = 20  # rows per batch stay below 2**20
 EPOCH_SAMPLE_COLUMNS = (
     "run_id",
     "epoch",
@@ -81,11 +82,20 @@ def _claim(connection: Connection, run_id: int, batch: Batch) -> bool:
 
 
 def _store_visits(connection: Connection, run_id: int, batch: Batch) -> None:
-    ids = batch.arrays["sample_id"].tolist()
-    losses = batch.arrays["loss"].astype(float).tolist()
+    ids = batch.arrays["sample_id"]
+    order = np.argsort(ids, kind="stable")  # sorted inserts stay in one region of the tree
+    count = len(ids)
+    seqs = (batch.seq << SEQ_SHIFT) + order
     epoch = int(batch.meta["epoch"])
-    rows = zip([run_id] * len(ids), [epoch] * len(ids), ids, losses, strict=True)
-    bulk_insert(connection, "visits", ("run_id", "epoch", "sample_id", "loss"), rows)
+    rows = zip(
+        [run_id] * count,
+        [epoch] * count,
+        ids[order].tolist(),
+        seqs.tolist(),
+        batch.arrays["loss"][order].astype(np.float64).tolist(),
+        strict=True,
+    )
+    bulk_insert(connection, "visits", ("run_id", "epoch", "sample_id", "seq", "loss"), rows)
 
 
 def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:

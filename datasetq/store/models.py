@@ -142,15 +142,20 @@ class EpochSampleRecord(Base):
 
 
 class VisitRecord(Base):
-    """Every reported loss, in order (recorded when ``record_visits`` is on)."""
+    """Every reported loss (recorded when ``record_visits`` is on).
+
+    Clustered by ``(run_id, epoch, sample_id, seq)``: an epoch's rows land in one region of the
+    tree (fast ingest, each batch sorted by sample), and one sample's visits are a few range
+    reads. ``seq`` is ``batch_seq << 20 | position``, which keeps the order of arrival.
+    """
 
     __tablename__ = "visits"
-    __table_args__ = (Index("ix_visits_run_sample", "run_id", "sample_id"),)
+    __table_args__ = (WITHOUT_ROWID,)
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
-    epoch: Mapped[int] = mapped_column(Integer)
-    sample_id: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sample_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     loss: Mapped[float] = mapped_column(Float)
 
 

@@ -65,8 +65,12 @@ def sample_trajectory(
     ).all()
     visits = connection.execute(
         select(VisitRecord.epoch, VisitRecord.loss)
-        .where(VisitRecord.run_id == run_id, VisitRecord.sample_id == sample_id)
-        .order_by(VisitRecord.id)
+        .where(
+            VisitRecord.run_id == run_id,
+            VisitRecord.epoch.in_(range(max(epochs, 1))),
+            VisitRecord.sample_id == sample_id,
+        )
+        .order_by(VisitRecord.epoch, VisitRecord.seq)
     ).all()
     return {
         "epochs": [list(row) for row in per_epoch],

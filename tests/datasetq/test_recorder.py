@@ -56,7 +56,7 @@ def test_records_a_run_completely(store_url):
     # Every reported loss is stored once, in order.
     visits = read(
         store_url,
-        select(VisitRecord.epoch, VisitRecord.sample_id, VisitRecord.loss).order_by(VisitRecord.id),
+        select(VisitRecord.epoch, VisitRecord.sample_id, VisitRecord.loss).order_by(VisitRecord.epoch, VisitRecord.seq),
     )
     expected = [
         (e, i, loss) for e, ids, losses in reports for i, loss in zip(ids, losses, strict=True)
