@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises:
-Create Date: 2026-11-27 17:04:01.278148
+Revises: (none)
+Create Date: 2026-11-27 17:06:21.254348
 """
 
 from collections.abc import Sequence
@@ -162,6 +162,7 @@ def upgrade() -> None:
         sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("sample_id", sa.Integer(), nullable=False),
         sa.Column("visits", sa.Integer(), nullable=False),
+        sa.Column("first_visit", sa.Integer(), nullable=False),
         sa.Column("last_loss", sa.Float(), nullable=False),
         sa.Column("mean_loss", sa.Float(), nullable=True),
         sa.Column("max_loss", sa.Float(), nullable=True),
@@ -234,20 +235,35 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "visit_blocks",
+        sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("block", sa.Integer(), nullable=False),
+        sa.Column("losses", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_visit_blocks_run_id_runs")),
+        sa.PrimaryKeyConstraint("run_id", "epoch", "block", name=op.f("pk_visit_blocks")),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
         "visits",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("sample_id", sa.Integer(), nullable=False),
-        sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("loss", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_visits_run_id_runs")),
-        sa.PrimaryKeyConstraint("run_id", "epoch", "sample_id", "seq", name=op.f("pk_visits")),
-        sqlite_with_rowid=False,
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_visits")),
     )
 
 
 def downgrade() -> None:
     op.drop_table("visits")
+    op.drop_table("visit_blocks")
     with op.batch_alter_table("sample_state", schema=None) as batch_op:
         batch_op.drop_index("ix_sample_state_run_last_loss")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -181,7 +182,11 @@ class Recorder(SamplerListener):
             engine.dispose()
             raise
         self._engine = engine
-        run_spill = self.spill_dir / f"run-{self.run_id}"
+        # Keyed by database and run: run ids repeat across databases.
+        database_key = hashlib.sha256(
+            make_url(self.url).render_as_string(hide_password=True).encode()
+        ).hexdigest()[:12]
+        run_spill = self.spill_dir / f"{database_key}-run-{self.run_id}"
         # Batches a previous process left in the spill keep their keys; new ones come after.
         spilled = [int(p.name.split("-")[0]) for p in run_spill.glob("*.npz")]
         self._seq = max([self._seq, *(s + 1 for s in spilled)])
@@ -355,6 +360,8 @@ class Recorder(SamplerListener):
             {
                 "epoch_ids": touched,
                 "epoch_visits": aggregate.reports,
+                "epoch_offsets": aggregate.offsets,
+                "epoch_losses": aggregate.losses.astype(np.float32),
                 "epoch_last": aggregate.last,
                 "epoch_mean": np.where(repeated, aggregate.mean, np.nan),
                 "epoch_max": np.where(repeated, aggregate.max, np.nan),

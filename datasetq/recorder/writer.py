@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError
 
 from ..store.batches import Batch, read_batch, write_batch
 from ..store.ingest import store_batch
@@ -198,21 +198,24 @@ class BatchWriter:
         try:
             with self.engine.begin() as connection:
                 stored = store_batch(connection, self.run_id, batch)
-        except (IntegrityError, DataError, ProgrammingError) as error:
+        except Exception as error:
+            if not _is_rejection(error):
+                return self._unavailable(error)
             self.last_error = f"{type(error).__name__}: {error}"
             log.error("datasetq recorder: batch %s rejected by the store: %s", batch.seq, error)
             return None
-        except Exception as error:
-            self.failures += 1
-            self.last_error = f"{type(error).__name__}: {error}"
-            self._store_down_until = time.monotonic() + self.retry_interval
-            log.warning("datasetq recorder: store unavailable, spilling: %s", self.last_error)
-            return False
         if stored:
             self.delivered += 1
         else:
             self.duplicates += 1
         return True
+
+    def _unavailable(self, error: Exception) -> bool:
+        self.failures += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        self._store_down_until = time.monotonic() + self.retry_interval
+        log.warning("datasetq recorder: store unavailable, spilling: %s", self.last_error)
+        return False
 
     def _drain_to_spill(self) -> None:
         while True:
@@ -223,3 +226,16 @@ class BatchWriter:
             if batch is not None:
                 with self._spill_lock:
                     write_batch(batch, self.spill_dir)
+
+
+_REJECTIONS = {"IntegrityError", "DataError", "ProgrammingError"}
+
+
+def _is_rejection(error: BaseException) -> bool:
+    """True when the database refuses the content (PEP 249 classes), not when it is unreachable.
+
+    Errors from the driver's COPY path arrive unwrapped, so the driver's own classes count too.
+    """
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        error = error.orig
+    return any(cls.__name__ in _REJECTIONS for cls in type(error).__mro__)

@@ -15,16 +15,16 @@ from sqlalchemy import Connection, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .batches import Batch
-from .models import IngestBatchRecord, RunEpochRecord, RunRecord
+from .models import VISIT_BLOCK, IngestBatchRecord, RunEpochRecord, RunRecord
 
 __all__ = ["store_batch"]
 
-SEQ_SHIFT = 20  # rows per batch stay below 2**20
 EPOCH_SAMPLE_COLUMNS = (
     "run_id",
     "epoch",
     "sample_id",
     "visits",
+    "first_visit",
     "last_loss",
     "mean_loss",
     "max_loss",
@@ -83,19 +83,40 @@ def _claim(connection: Connection, run_id: int, batch: Batch) -> bool:
 
 def _store_visits(connection: Connection, run_id: int, batch: Batch) -> None:
     ids = batch.arrays["sample_id"]
-    order = np.argsort(ids, kind="stable")  # sorted inserts stay in one region of the tree
     count = len(ids)
-    seqs = (batch.seq << SEQ_SHIFT) + order
     epoch = int(batch.meta["epoch"])
     rows = zip(
         [run_id] * count,
         [epoch] * count,
-        ids[order].tolist(),
-        seqs.tolist(),
-        batch.arrays["loss"][order].astype(np.float64).tolist(),
+        ids.tolist(),
+        batch.arrays["loss"].astype(np.float64).tolist(),
         strict=True,
     )
-    bulk_insert(connection, "visits", ("run_id", "epoch", "sample_id", "seq", "loss"), rows)
+    bulk_insert(connection, "visits", ("run_id", "epoch", "sample_id", "loss"), rows)
+
+
+def _store_visit_blocks(
+    connection: Connection, run_id: int, epoch: int, ids: Any, offsets: Any, losses: Any
+) -> None:
+    """Cuts the epoch's per-visit losses (grouped by id) into one blob per id block."""
+    if not len(ids):
+        return
+    blocks = ids // VISIT_BLOCK
+    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    first_visit = np.r_[offsets, len(losses)]  # offsets index the epoch-wide visit array
+    data = np.ascontiguousarray(losses, dtype="<f4")
+    rows = [
+        (run_id, epoch, int(blocks[s]), data[first_visit[s] : first_visit[e]].tobytes())
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True)  # one per block
+    ]
+    bulk_upsert(
+        connection,
+        "visit_blocks",
+        ("run_id", "epoch", "block", "losses"),
+        ("run_id", "epoch", "block"),
+        rows,
+    )
 
 
 def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
@@ -113,11 +134,15 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
             [epoch] * count,
             a["epoch_ids"].tolist(),
             a["epoch_visits"].tolist(),
+            (a["epoch_offsets"] - _block_starts(a["epoch_ids"], a["epoch_offsets"])).tolist(),
             _nullable(a["epoch_last"]),
             _nullable(a["epoch_mean"]),
             _nullable(a["epoch_max"]),
             strict=True,
         ),
+    )
+    _store_visit_blocks(
+        connection, run_id, epoch, a["epoch_ids"], a["epoch_offsets"], a["epoch_losses"]
     )
     count = len(a["state_ids"])
     state_rows = zip(
@@ -170,6 +195,16 @@ def _store_evictions(connection: Connection, run_id: int, batch: Batch) -> None:
     count = len(ids)
     rows = zip([run_id] * count, ids, [epoch] * count, [reinstated] * count, strict=True)
     bulk_insert(connection, "evictions", ("run_id", "sample_id", "epoch", "reinstated"), rows)
+
+
+def _block_starts(ids: Any, offsets: Any) -> Any:
+    """For each sample, the epoch-wide offset of the first visit of its id block."""
+    if not len(ids):
+        return offsets
+    blocks = ids // VISIT_BLOCK
+    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+    owner = np.searchsorted(starts, np.arange(len(ids)), side="right") - 1
+    return offsets[starts][owner]
 
 
 def _nullable(values: Any) -> list[float | None]:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -35,6 +36,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 WITHOUT_ROWID = {"sqlite_with_rowid": False}
+VISIT_BLOCK = 4096  # sample ids per VisitBlockRecord
 # SQLite's INTEGER PRIMARY KEY is the rowid; BigInteger keeps ids 64-bit on PostgreSQL.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -135,28 +137,44 @@ class EpochSampleRecord(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     sample_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    visits: Mapped[int] = mapped_column(Integer)
+    visits: Mapped[int] = mapped_column(Integer)  # loss reports in this epoch
+    first_visit: Mapped[int] = mapped_column(Integer)  # its first loss in the block's blob
     last_loss: Mapped[float] = mapped_column(Float)
     mean_loss: Mapped[float | None] = mapped_column(Float)  # NULL: equals last_loss
     max_loss: Mapped[float | None] = mapped_column(Float)  # NULL: equals last_loss
 
 
 class VisitRecord(Base):
-    """Every reported loss (recorded when ``record_visits`` is on).
+    """The raw log of every reported loss, in arrival order (when ``record_visits`` is on).
 
-    Clustered by ``(run_id, epoch, sample_id, seq)``: an epoch's rows land in one region of the
-    tree (fast ingest, each batch sorted by sample), and one sample's visits are a few range
-    reads. ``seq`` is ``batch_seq << 20 | position``, which keeps the order of arrival.
+    Append-only and without secondary index, so it ingests at close to SQLite's raw speed; the
+    dashboard reads per-visit losses from :class:`VisitBlockRecord` instead.
     """
 
     __tablename__ = "visits"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    sample_id: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float] = mapped_column(Float)
+
+
+class VisitBlockRecord(Base):
+    """Per-visit losses of one epoch for a block of 4096 sample ids, as one float32 blob.
+
+    Grouped by sample id, in arrival order within a sample; ``EpochSampleRecord.first_visit`` and
+    ``visits`` locate a sample's slice. One blob per block keeps reads short and writes
+    vectorised (no row per visit).
+    """
+
+    __tablename__ = "visit_blocks"
     __table_args__ = (WITHOUT_ROWID,)
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sample_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    loss: Mapped[float] = mapped_column(Float)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
+    losses: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class EvictionRecord(Base):

@@ -5,9 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection, func, select
 
-from .models import EpochSampleRecord, RunEpochRecord, RunRecord, SampleStateRecord, VisitRecord
+from .models import (
+    VISIT_BLOCK,
+    EpochSampleRecord,
+    RunEpochRecord,
+    RunRecord,
+    SampleStateRecord,
+    VisitBlockRecord,
+)
 
 __all__ = ["effective_status", "hardest_samples", "sample_trajectory", "visit_histogram"]
 
@@ -47,14 +55,27 @@ def hardest_samples(connection: Connection, run_id: int, limit: int = 100) -> li
 def sample_trajectory(
     connection: Connection, run_id: int, sample_id: int, epochs: int
 ) -> dict[str, list[Any]]:
-    """Per-epoch statistics of one sample, and its per-visit losses where recorded."""
-    per_epoch = connection.execute(
+    """Per-epoch statistics of one sample, and its per-visit losses in each epoch."""
+    block = sample_id // VISIT_BLOCK
+    rows = connection.execute(
         select(
             EpochSampleRecord.epoch,
             EpochSampleRecord.visits,
             EpochSampleRecord.last_loss,
             func.coalesce(EpochSampleRecord.mean_loss, EpochSampleRecord.last_loss),
             func.coalesce(EpochSampleRecord.max_loss, EpochSampleRecord.last_loss),
+            func.substr(
+                VisitBlockRecord.losses,
+                EpochSampleRecord.first_visit * 4 + 1,
+                EpochSampleRecord.visits * 4,
+            ),
+        )
+        .join(
+            VisitBlockRecord,
+            (VisitBlockRecord.run_id == EpochSampleRecord.run_id)
+            & (VisitBlockRecord.epoch == EpochSampleRecord.epoch)
+            & (VisitBlockRecord.block == block),
+            isouter=True,
         )
         .where(
             EpochSampleRecord.run_id == run_id,
@@ -63,19 +84,13 @@ def sample_trajectory(
         )
         .order_by(EpochSampleRecord.epoch)
     ).all()
-    visits = connection.execute(
-        select(VisitRecord.epoch, VisitRecord.loss)
-        .where(
-            VisitRecord.run_id == run_id,
-            VisitRecord.epoch.in_(range(max(epochs, 1))),
-            VisitRecord.sample_id == sample_id,
-        )
-        .order_by(VisitRecord.epoch, VisitRecord.seq)
-    ).all()
-    return {
-        "epochs": [list(row) for row in per_epoch],
-        "visits": [list(row) for row in visits],
-    }
+    per_epoch: list[list[Any]] = []
+    visits: list[list[Any]] = []
+    for epoch, count, last, mean, maximum, blob in rows:
+        per_epoch.append([epoch, count, last, mean, maximum])
+        if blob is not None:
+            visits.extend([epoch, float(v)] for v in np.frombuffer(bytes(blob), dtype="<f4"))
+    return {"epochs": per_epoch, "visits": visits}
 
 
 def visit_histogram(connection: Connection, run_id: int) -> list[int]:

@@ -56,7 +56,7 @@ def test_records_a_run_completely(store_url):
     # Every reported loss is stored once, in order.
     visits = read(
         store_url,
-        select(VisitRecord.epoch, VisitRecord.sample_id, VisitRecord.loss).order_by(VisitRecord.epoch, VisitRecord.seq),
+        select(VisitRecord.epoch, VisitRecord.sample_id, VisitRecord.loss).order_by(VisitRecord.id),
     )
     expected = [
         (e, i, loss) for e, ids, losses in reports for i, loss in zip(ids, losses, strict=True)
@@ -195,3 +195,38 @@ def test_interrupted_status_comes_from_the_heartbeat():
     assert effective_status("running", now, now) == "running"
     assert effective_status("running", now - timedelta(minutes=5), now) == "interrupted"
     assert effective_status("finished", now - timedelta(days=1), now) == "finished"
+
+
+def test_per_visit_losses_across_id_blocks(store_url):
+    """Per-visit losses come back per sample, in order, from every block of 4096 ids."""
+    dataset = TinyDataset(9000)
+    rng = np.random.default_rng(1)
+    sent: dict[tuple[int, int], list[float]] = {}
+    with Recorder(store_url, run="blocks", dataset=dataset, record_visits=False) as recorder:
+        sampler = HeapqSampler(dataset, recorder=recorder, seed=0)
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            iterator = iter(sampler)
+            next(iterator)  # starts the epoch
+            for _ in range(20):
+                ids = rng.integers(0, 9000, 500)
+                losses = rng.random(500).astype(np.float32)
+                sampler.update(ids, {"loss": losses})
+                for i, loss in zip(ids.tolist(), losses.tolist(), strict=True):
+                    sent.setdefault((epoch, i), []).append(loss)
+    engine = create_store_engine(store_url)
+    try:
+        with engine.connect() as connection:
+            run_id = connection.execute(select(RunRecord.id)).scalar_one()
+            for sample_id in (0, 4095, 4096, 8191, 8999, int(rng.integers(9000))):
+                trajectory = sample_trajectory(connection, run_id, sample_id, epochs=2)
+                expected = [[e, v] for e in range(2) for v in sent.get((e, sample_id), [])]
+                assert [e for e, _ in trajectory["visits"]] == [e for e, _ in expected]
+                np.testing.assert_allclose(
+                    [v for _, v in trajectory["visits"]], [v for _, v in expected], rtol=1e-6
+                )
+                assert [row[1] for row in trajectory["epochs"]] == [
+                    len(sent[(e, sample_id)]) for e in range(2) if (e, sample_id) in sent
+                ]
+    finally:
+        engine.dispose()

@@ -1,0 +1,286 @@
+"""Store benchmarks: ingest against raw sqlite3, dashboard queries at ImageNet scale, and the
+cost of recording while training. Each prints its figures; run on demand.
+
+    .venv/bin/python benchmarks/bench_store.py ingest [--rows 1000000]
+    .venv/bin/python benchmarks/bench_store.py scale [--samples 1281167 --epochs 30]
+    .venv/bin/python benchmarks/bench_store.py training [--epochs 3 --repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import text
+
+from datasetq import HeapqSampler, Recorder
+from datasetq.store.batches import Batch
+from datasetq.store.engine import create_store_engine
+from datasetq.store.ingest import now, store_batch
+from datasetq.store.migrations import upgrade
+from datasetq.store.queries import hardest_samples, sample_trajectory, visit_histogram
+
+
+def fresh_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def raw_executemany(path: Path, ids: np.ndarray, losses: np.ndarray) -> float:
+    """Rows/s of plain sqlite3 executemany of six-column rows into a bare table."""
+    fresh_sqlite(path)
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = NORMAL")
+    connection.execute(
+        "CREATE TABLE events (run INTEGER, epoch INTEGER, step INTEGER, sample INTEGER, "
+        "loss REAL, visits INTEGER)"
+    )
+    n = len(ids)
+    rows = list(
+        zip([1] * n, [0] * n, range(n), ids.tolist(), losses.tolist(), [1] * n, strict=True)
+    )
+    start = time.perf_counter()
+    for k in range(0, n, 50_000):
+        connection.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows[k : k + 50_000])
+        connection.commit()
+    elapsed = time.perf_counter() - start
+    connection.close()
+    return n / elapsed
+
+
+class Indexed(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        self.targets = np.zeros(n, dtype=np.int64)
+        self.classes = ["only"]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return index, index
+
+
+def recorder_ingest(
+    path: Path, ids: np.ndarray, losses: np.ndarray, n_samples: int
+) -> tuple[float, float]:
+    """Rows/s of the recorder: (writer path alone, end to end through sampler.update)."""
+    fresh_sqlite(path)
+    url = f"sqlite:///{path}"
+    dataset = Indexed(n_samples)
+    with Recorder(url, run="setup", dataset=dataset, record_visits=True):
+        pass
+    engine = create_store_engine(url, write=True)
+    run_id = 1
+    n = len(ids)
+    start = time.perf_counter()
+    for k in range(0, n, 50_000):
+        batch = Batch(
+            seq=10_000 + k,
+            kind="visits",
+            meta={"epoch": 0},
+            arrays={"sample_id": ids[k : k + 50_000], "loss": losses[k : k + 50_000]},
+        )
+        with engine.begin() as connection:
+            store_batch(connection, run_id, batch)
+    writer_rate = n / (time.perf_counter() - start)
+    engine.dispose()
+
+    recorder = Recorder(
+        url, run="end-to-end", dataset=dataset, record_visits=True, batch_rows=50_000
+    )
+    recorder.open()
+    sampler = HeapqSampler(dataset, recorder=recorder, seed=0)
+    start = time.perf_counter()
+    recorder.on_epoch_start(sampler, 0)
+    for k in range(0, n, 256):
+        sampler.update(ids[k : k + 256], {"loss": losses[k : k + 256]})
+    recorder.close()
+    end_to_end = n / (time.perf_counter() - start)
+    return writer_rate, end_to_end
+
+
+def bench_ingest(rows: int, n_samples: int) -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, n_samples, rows)
+    losses = rng.random(rows).astype(np.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        raw = raw_executemany(Path(folder) / "raw.db", ids, losses.astype(np.float64))
+        writer, end_to_end = recorder_ingest(Path(folder) / "rec.db", ids, losses, n_samples)
+        raw_again = raw_executemany(Path(folder) / "raw2.db", ids, losses.astype(np.float64))
+    base = (raw + raw_again) / 2
+    print(f"ingest of {rows:,} loss reports over {n_samples:,} samples (SQLite, one run):")
+    print(
+        f"  raw sqlite3 executemany, bare 6-column table: {raw:>10,.0f} and {raw_again:,.0f} rows/s"
+    )
+    print(
+        f"  recorder writer (visits batches, clustered):  {writer:>10,.0f} rows/s = {writer / base:.2f}x raw"
+    )
+    print(
+        f"  recorder end to end (update -> stored):       {end_to_end:>10,.0f} rows/s = {end_to_end / base:.2f}x raw"
+    )
+
+
+def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
+    folder = tempfile.mkdtemp() if keep is None else str(keep)
+    path = Path(folder) / "scale.db"
+    fresh_sqlite(path)
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    engine = create_store_engine(url, write=True)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO datasets (name, num_samples, class_names, render, fingerprint, created_at)"
+                " VALUES ('imagenet-like', :n, '[]', '{\"kind\": \"none\"}', 'x', :t)"
+            ),
+            {"n": samples, "t": now()},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO runs (name, dataset_id, config, status, started_at, heartbeat_at, epochs)"
+                " VALUES ('scale', 1, '{}', 'finished', :t, :t, 0)"
+            ),
+            {"t": now()},
+        )
+    rng = np.random.default_rng(0)
+    ids = np.arange(samples, dtype=np.int64)
+    visits = np.zeros(samples, dtype=np.int64)
+    loss_sum = np.zeros(samples)
+    loss_max = np.zeros(samples)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        loss = rng.gamma(1.0, 1.0 / (epoch + 1), samples)
+        visits += 1
+        loss_sum += loss
+        loss_max = np.maximum(loss_max, loss)
+        evicted = np.where(rng.random(samples) < 0.001 * epoch, epoch, -1)
+        batch = Batch(
+            seq=epoch,
+            kind="epoch",
+            meta={
+                "epoch": epoch,
+                "draws": samples,
+                "evicted_total": int((evicted >= 0).sum()),
+                "evicted_new": 0,
+                "summary": {"visit_histogram": np.bincount(visits).tolist()},
+            },
+            arrays={
+                "epoch_ids": ids,
+                "epoch_visits": np.ones(samples, np.int64),
+                "epoch_last": loss,
+                "epoch_mean": np.full(samples, np.nan),
+                "epoch_max": np.full(samples, np.nan),
+                "state_ids": ids,
+                "state_visits": visits,
+                "state_reports": visits,
+                "state_last": loss,
+                "state_mean": loss_sum / visits,
+                "state_max": loss_max,
+                "state_last_epoch": np.full(samples, epoch),
+                "state_evicted_epoch": evicted,
+                "state_pred": np.full(samples, -1),
+                "state_margin": np.full(samples, np.nan),
+            },
+        )
+        with engine.begin() as connection:
+            store_batch(connection, 1, batch)
+        print(
+            f"  epoch {epoch + 1}/{epochs} stored ({time.perf_counter() - start:.0f} s)", flush=True
+        )
+    engine.dispose()
+    size_gb = (
+        sum(os.path.getsize(f"{path}{s}") for s in ("", "-wal") if os.path.exists(f"{path}{s}"))
+        / 1e9
+    )
+    reader = create_store_engine(url)
+    timings: dict[str, list[float]] = {
+        "top-100 by latest loss": [],
+        "one sample's trajectory": [],
+        "visit histogram": [],
+    }
+    with reader.connect() as connection:
+        for _ in range(200):
+            t = time.perf_counter()
+            hardest_samples(connection, 1, 100)
+            timings["top-100 by latest loss"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            sample_trajectory(connection, 1, int(rng.integers(samples)), epochs)
+            timings["one sample's trajectory"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            visit_histogram(connection, 1)
+            timings["visit histogram"].append(time.perf_counter() - t)
+    reader.dispose()
+    print(
+        f"{samples:,} samples x {epochs} epochs in SQLite: file {size_gb:.2f} GB; "
+        f"build {time.perf_counter() - start:.0f} s"
+    )
+    for name, values in timings.items():
+        p50, p95 = np.percentile(values, [50, 95]) * 1e3
+        print(f"  {name:<26} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
+
+
+def bench_training(epochs: int, repeats: int) -> None:
+    from datasetq.training import TrainConfig, make_splits, train_mnist
+
+    torch.set_num_threads(2)
+    config = TrainConfig(epochs=epochs, sampler_options={"max_visits": 10})
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for repeat in range(repeats):
+            for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
+                start = time.perf_counter()
+                if mode == "off":
+                    train_mnist(config)
+                else:
+                    train_set = make_splits(config)[0]
+                    url = f"sqlite:///{Path(folder) / f'train-{repeat}.db'}"
+                    with Recorder(url, run=f"bench-{repeat}", dataset=train_set) as recorder:
+                        train_mnist(
+                            config,
+                            sampler_factory=lambda ds, r=recorder: HeapqSampler(
+                                ds, shuffle=True, seed=config.seed, recorder=r, max_visits=10
+                            ),
+                        )
+                times[mode].append(time.perf_counter() - start)
+    off, on = min(times["off"]), min(times["on"])
+    print(
+        f"small CNN, {epochs} epochs of 8k MNIST on CPU, best of {repeats}: "
+        f"recorder off {off:.2f} s, on {on:.2f} s, overhead {100 * (on / off - 1):+.1f}%"
+    )
+    shown = {mode: ", ".join(f"{t:.2f}" for t in values) for mode, values in times.items()}
+    print(f"  all runs (s): off [{shown['off']}], on [{shown['on']}]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    ingest = commands.add_parser("ingest")
+    ingest.add_argument("--rows", type=int, default=1_000_000)
+    ingest.add_argument("--samples", type=int, default=1_281_167)
+    scale = commands.add_parser("scale")
+    scale.add_argument("--samples", type=int, default=1_281_167)
+    scale.add_argument("--epochs", type=int, default=30)
+    scale.add_argument("--keep", type=Path, default=None, help="folder to keep the database in")
+    training = commands.add_parser("training")
+    training.add_argument("--epochs", type=int, default=3)
+    training.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    if args.command == "ingest":
+        bench_ingest(args.rows, args.samples)
+    elif args.command == "scale":
+        bench_scale(args.samples, args.epochs, args.keep)
+    else:
+        bench_training(args.epochs, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
