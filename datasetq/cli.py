@@ -6,8 +6,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import torch
-
 from .sampler import HeapqSampler
 from .training import EpochStats, TrainConfig, train_mnist
 
@@ -22,13 +20,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--noise", type=float, default=0.1, help="fraction of labels flipped")
     demo.add_argument("--max-visits", type=int, default=8)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--db", default="sqlite:///datasetq.db", help="where the run is recorded")
     db = commands.add_parser("db", help="manage the store's schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="create or migrate a database")
     upgrade.add_argument("--db", required=True, help="database URL, e.g. sqlite:///datasetq.db")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return run_demo(args.epochs, args.noise, args.max_visits, args.seed)
+        return run_demo(args.epochs, args.noise, args.max_visits, args.seed, args.db)
     if args.command == "db":
         return run_db_upgrade(args.db)
     return 2  # pragma: no cover - argparse rejects unknown commands
@@ -46,14 +45,19 @@ def run_db_upgrade(url: str) -> int:
     return 0
 
 
-def run_demo(epochs: int, noise: float, max_visits: int, seed: int) -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+def run_demo(epochs: int, noise: float, max_visits: int, seed: int, url: str) -> int:
+    from datetime import UTC, datetime
+
+    from .recorder import Recorder
+    from .training import make_splits
+
     config = TrainConfig(
         epochs=epochs,
         noise=noise,
         seed=seed,
         sampler_options={"max_visits": max_visits},
     )
+    train_set, _, flipped = make_splits(config)
     print(
         f"datasetq demo: small CNN on {config.train_size} embedded MNIST digits, "
         f"{noise:.0%} labels flipped, priority sampling with max_visits={max_visits}"
@@ -71,7 +75,24 @@ def run_demo(epochs: int, noise: float, max_visits: int, seed: int) -> int:
             flush=True,
         )
 
-    train_mnist(config, on_epoch=report)
+    run_name = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    run_config = {
+        "model": "SmallCNN",
+        "epochs": epochs,
+        "noise": noise,
+        "max_visits": max_visits,
+        "seed": seed,
+        "flipped": flipped.tolist(),  # ground truth: which training labels were flipped
+    }
+    with Recorder(url, run=run_name, dataset=train_set, config=run_config) as recorder:
+        print(f"recording run {run_name!r} into {url}")
+        train_mnist(
+            config,
+            on_epoch=report,
+            sampler_factory=lambda dataset: HeapqSampler(
+                dataset, shuffle=True, seed=seed, max_visits=max_visits, recorder=recorder
+            ),
+        )
     return 0
 
 

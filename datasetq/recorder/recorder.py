@@ -33,6 +33,7 @@ from ..store.models import (
     SampleStateRecord,
 )
 from .aggregate import aggregate_epoch, epoch_summary
+from .live_labels import LiveLabels
 from .registry import DatasetDescription, describe_dataset
 from .writer import BatchWriter, DeliveryReport
 
@@ -237,6 +238,10 @@ class Recorder(SamplerListener):
         if self._engine is not None:
             self._engine.dispose()
         return self.report
+
+    def wrap(self, dataset: Any) -> LiveLabels:
+        """Wraps ``dataset`` so its labels follow relabels made in the dashboard."""
+        return LiveLabels(dataset, self.labels)
 
     # ------------------------------------------------------------------ sampler hooks
     def attach(self, sampler: HeapqSampler) -> None:

@@ -230,3 +230,38 @@ def test_per_visit_losses_across_id_blocks(store_url):
                 ]
     finally:
         engine.dispose()
+
+
+def test_relabels_reach_the_wrapped_dataset_between_epochs(tmp_path):
+    from datasetq.store.ingest import now as stamp
+    from datasetq.store.models import LabelChangeRecord
+
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    dataset = TinyDataset(12)
+    with Recorder(url, run="relabel", dataset=dataset) as recorder:
+        wrapped = recorder.wrap(dataset)
+        sampler = HeapqSampler(wrapped, recorder=recorder, seed=0)
+        list(sampler)
+        assert wrapped[4] == (4, (wrapped[4][1][0], 1))
+        engine = create_store_engine(url, write=True)
+        with engine.begin() as connection:
+            connection.execute(
+                LabelChangeRecord.__table__.insert(),
+                [
+                    {
+                        "dataset_id": recorder.dataset_id,
+                        "sample_id": 4,
+                        "old_label": 1,
+                        "new_label": 2,
+                        "reason": None,
+                        "author": "me",
+                        "created_at": stamp(),
+                    }
+                ],
+            )
+        engine.dispose()
+        recorder._background_poll()  # what the writer thread does every second
+        assert wrapped[4][1][1] == 1  # not before the next epoch
+        list(sampler)
+        assert wrapped[4][1][1] == 2
+        assert wrapped[5][1][1] == dataset.targets[5]

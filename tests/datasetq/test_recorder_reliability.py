@@ -84,7 +84,8 @@ def assert_batches_complete(engine) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path):
-    writers = int(os.environ.get("DATASETQ_STRESS_WRITERS", "8"))
+    default = "8"
+    writers = int(os.environ.get(f"DATASETQ_STRESS_WRITERS_{backend.upper()}", default))
     if backend == "sqlite":
         urls = iter_once(f"sqlite:///{tmp_path / 'shared.db'}")
     else:

@@ -101,9 +101,17 @@ def test_flip_labels_is_seeded_and_exact():
     assert changed.tolist() == flipped.tolist()
 
 
-def test_demo_command_prints_epochs(capsys):
-    assert main(["demo", "--epochs", "1", "--noise", "0.1"]) == 0
+def test_demo_command_prints_epochs_and_records(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert main(["demo", "--epochs", "1", "--noise", "0.1", "--db", url]) == 0
     out = capsys.readouterr().out
     assert "10% labels flipped" in out
+    assert f"into {url}" in out
+    import sqlite3
+
+    connection = sqlite3.connect(tmp_path / "demo.db")
+    assert connection.execute("SELECT status, epochs FROM runs").fetchall() == [("finished", 1)]
+    assert connection.execute("SELECT COUNT(*) FROM sample_state").fetchone() == (8000,)
+    connection.close()
     lines = [line for line in out.splitlines() if line.strip().startswith("0 ")]
     assert len(lines) == 1
