@@ -3,6 +3,7 @@
 from .dataloader import DataLoader
 from .dataset import IndexedDataset, decorate_with_indices, with_indices
 from .errors import AllSamplesEvictedError, DatasetqError, StoreError
+from .manifest import ManifestDataset
 from .recorder import Recorder
 from .sampler import HeapqSampler, SamplerListener
 
@@ -12,6 +13,7 @@ __all__ = [
     "DatasetqError",
     "HeapqSampler",
     "IndexedDataset",
+    "ManifestDataset",
     "Recorder",
     "SamplerListener",
     "StoreError",

@@ -25,12 +25,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="create or migrate a database")
     upgrade.add_argument("--db", required=True, help="database URL, e.g. sqlite:///datasetq.db")
+    serve = commands.add_parser("serve", help="serve the dashboard and the API")
+    serve.add_argument("--db", default=None, help="database URL (DATASETQ_DB)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return run_serve(args.db, args.host, args.port)
     if args.command == "demo":
         return run_demo(args.epochs, args.noise, args.max_visits, args.seed, args.db)
     if args.command == "db":
         return run_db_upgrade(args.db)
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def run_serve(url: str | None, host: str, port: int) -> int:
+    """Serves the web app; a non-loopback host needs DATASETQ_TOKEN."""
+    import os
+
+    import uvicorn
+
+    from backend.app import create_app
+    from backend.settings import LOOPBACK_HOSTS, Settings
+
+    from .errors import StoreError
+
+    overrides: dict[str, object] = {"host": host, "port": port}
+    if url is not None:
+        overrides["db"] = url
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if host not in LOOPBACK_HOSTS and not settings.token:
+        print(
+            f"datasetq serve: refusing to listen on {host} without a token: set DATASETQ_TOKEN "
+            "(write routes then need Authorization: Bearer <token>)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        app = create_app(settings)
+    except StoreError as error:
+        print(f"datasetq serve: {error}", file=sys.stderr)
+        return 1
+    print(f"datasetq: serving {settings.db} at http://{host}:{port}", flush=True)
+    os.environ.setdefault("DATASETQ_DB", settings.db)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
 
 
 def run_db_upgrade(url: str) -> int:

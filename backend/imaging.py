@@ -1,0 +1,124 @@
+"""Renders a sample's image from its registered dataset description.
+
+No path from a client is ever used: the route passes a run and a sample id (integers); the
+file, if any, comes from the dataset's registration and must resolve, symlinks followed,
+inside one of the configured data roots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException
+from PIL import Image
+
+from datasetq.datasets import EmbeddedMNIST
+
+from .settings import Settings
+
+MAX_SIDE = 1024
+
+
+class ImageRenderer:
+    """Renders PNGs and keeps the most recent ones in memory, with their ETags."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.roots = [Path(root).resolve() for root in settings.data_roots]
+        self._cache: OrderedDict[tuple[int, int, int], tuple[bytes, str]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._datasets: dict[str, Any] = {}
+
+    def png(
+        self, dataset_id: int, render: dict[str, Any], sample_id: int, source: str | None, size: int
+    ) -> tuple[bytes, str]:
+        key = (dataset_id, sample_id, size)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        image = self._image(render, sample_id, source)
+        if size:
+            image.thumbnail((size, size))
+        elif max(image.size) > MAX_SIDE:
+            image.thumbnail((MAX_SIDE, MAX_SIDE))
+        if image.mode not in ("L", "RGB", "RGBA"):
+            image = image.convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        entry = (data, '"' + hashlib.sha1(data, usedforsecurity=False).hexdigest() + '"')
+        with self._lock:
+            self._cache[key] = entry
+            while len(self._cache) > self.settings.image_cache_items:
+                self._cache.popitem(last=False)
+        return entry
+
+    def _image(self, render: dict[str, Any], sample_id: int, source: str | None) -> Image.Image:
+        kind = render.get("kind")
+        if kind == "embedded_mnist":
+            mnist = self._dataset("embedded_mnist", EmbeddedMNIST)
+            index = int(source) if source is not None else sample_id
+            if not 0 <= index < len(mnist.data):
+                raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+            return Image.fromarray(mnist.data[index].numpy(), mode="L")
+        if kind == "image_folder":
+            root = self._allowed_root(render.get("root"))
+            if source is None:
+                raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+            path = (root / source).resolve()
+            if not path.is_relative_to(root) or not path.is_file():
+                raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+            with Image.open(path) as opened:
+                opened.load()
+                return opened.copy()
+        if kind == "torchvision":
+            root = self._allowed_root(render.get("root"))
+            dataset = self._torchvision(render, root)
+            index = int(source) if source is not None else sample_id
+            image = dataset[index][0]
+            if not isinstance(image, Image.Image):
+                raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+            return image
+        if kind == "callable" and self.settings.render_callables:
+            module, _, name = str(render.get("target", "")).partition(":")
+            function = importlib.import_module(module)
+            for part in name.split("."):
+                function = getattr(function, part)
+            image = function(sample_id)  # type: ignore[operator]
+            if isinstance(image, Image.Image):
+                return image
+        raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+
+    def _allowed_root(self, root: Any) -> Path:
+        if not isinstance(root, str):
+            raise HTTPException(status_code=404, detail="This dataset has no image root")
+        resolved = Path(root).resolve()
+        if not any(resolved == allowed or resolved.is_relative_to(allowed) for allowed in self.roots):
+            raise HTTPException(
+                status_code=403,
+                detail="This dataset's folder is not under a configured data root "
+                "(DATASETQ_DATA_ROOTS)",
+            )
+        return resolved
+
+    def _dataset(self, key: str, factory: Any) -> Any:
+        with self._lock:
+            if key not in self._datasets:
+                self._datasets[key] = factory()
+            return self._datasets[key]
+
+    def _torchvision(self, render: dict[str, Any], root: Path) -> Any:
+        module, _, name = str(render.get("class", "")).rpartition(".")
+        if not module.startswith("torchvision.datasets"):
+            raise HTTPException(status_code=404, detail="Unsupported dataset class")
+        cls = getattr(importlib.import_module(module), name)
+        options = {k: render[k] for k in ("train", "split") if k in render}
+        return self._dataset(f"{render.get('class')}:{root}:{options}", lambda: cls(str(root), **options))

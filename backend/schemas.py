@@ -1,0 +1,149 @@
+"""Pydantic schemas of the API (separate from the ORM models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SortKey = Literal["loss", "mean_loss", "max_loss", "visits", "score", "evicted_epoch"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RunPublic(BaseModel):
+    id: int
+    name: str
+    dataset_id: int
+    dataset_name: str
+    status: Literal["running", "finished", "failed", "interrupted"]
+    started_at: datetime
+    ended_at: datetime | None
+    heartbeat_at: datetime
+    epochs: int
+    num_samples: int
+
+
+class EpochPoint(BaseModel):
+    epoch: int
+    draws: int
+    evicted_total: int
+    evicted_new: int
+    loss_percentiles: list[float] | None
+    mean_epoch_loss: float | None
+    samples_visited: int | None
+
+
+class GroundTruth(BaseModel):
+    """How many known-flipped labels the run found (when its config records them)."""
+
+    flipped: int
+    evicted: int
+    flipped_among_evicted: int
+    top_ranked: int
+    flipped_among_top: int
+
+
+class RunSummary(RunPublic):
+    config: dict[str, Any]
+    class_names: list[str]
+    evicted: int
+    flagged: int
+    relabeled: int
+    percentiles: list[int]
+    epochs_detail: list[EpochPoint]
+    visit_histogram: list[int]
+    ground_truth: GroundTruth | None
+
+
+class SampleRow(BaseModel):
+    sample_id: int
+    label: int | None
+    original_label: int | None
+    visits: int
+    last_loss: float | None
+    mean_loss: float | None
+    max_loss: float | None
+    evicted_epoch: int | None
+    last_pred: int | None
+    flagged: bool
+    relabeled: bool
+
+
+class SamplePage(BaseModel):
+    items: list[SampleRow]
+    total: int
+    next_cursor: str | None
+
+
+class LabelEvent(BaseModel):
+    id: int
+    old_label: int | None
+    new_label: int | None
+    reason: str | None
+    author: str
+    created_at: datetime
+
+
+class FlagEvent(BaseModel):
+    id: int
+    flagged: bool
+    reason: str | None
+    author: str
+    created_at: datetime
+
+
+class EpochStat(BaseModel):
+    epoch: int
+    visits: int
+    last_loss: float
+    mean_loss: float
+    max_loss: float
+
+
+class VisitLoss(BaseModel):
+    epoch: int
+    loss: float
+
+
+class SampleDetail(SampleRow):
+    source: str | None
+    note: str | None
+    flag_reason: str | None
+    class_names: list[str]
+    trajectory: list[EpochStat]
+    visit_losses: list[VisitLoss]
+    label_history: list[LabelEvent]
+    flag_history: list[FlagEvent]
+    previous_id: int | None
+    next_id: int | None
+
+
+class LabelChange(Strict):
+    label: int = Field(ge=0)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class FlagChange(Strict):
+    flagged: bool
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class BulkLabelChange(LabelChange):
+    sample_ids: list[int] = Field(min_length=1, max_length=10_000)
+
+
+class BulkFlagChange(FlagChange):
+    sample_ids: list[int] = Field(min_length=1, max_length=10_000)
+
+
+class Decision(Strict):
+    action: Literal["evict", "reinstate"]
+
+
+class ChangeResult(BaseModel):
+    changed: int
+    sample_ids: list[int]

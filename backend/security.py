@@ -1,0 +1,120 @@
+"""Request guards: Host and Origin checks, body size limit, JSON-only writes, safe headers.
+
+Written as plain ASGI middleware so a refused request never reaches a route (or the store).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class GuardMiddleware:
+    """Refuses requests that could come from another site or carry too much.
+
+    - ``Host`` must be one of ``allowed_hosts`` (DNS rebinding).
+    - A write with an ``Origin`` header must come from an allowed host (CSRF from a web page).
+    - A write must be ``application/json`` (a form or ``text/plain`` post is refused: those
+      are the bodies a page can send cross-site without a preflight).
+    - Bodies over ``max_body_bytes`` are refused with 413.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str], max_body_bytes: int) -> None:
+        self.app = app
+        self.allowed_hosts = {h.lower().strip("[]") for h in allowed_hosts}
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        method = scope["method"]
+        host = _hostname(headers.get("host", ""))
+        if host not in self.allowed_hosts:
+            await _refuse(send, 400, f"Host {headers.get('host', '')!r} is not allowed")
+            return
+        if method in WRITE_METHODS:
+            origin = headers.get("origin")
+            if origin is not None and _hostname(urlsplit(origin).netloc) not in self.allowed_hosts:
+                await _refuse(send, 403, f"Origin {origin!r} may not write here")
+                return
+            content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type != "application/json":
+                await _refuse(send, 415, "Write requests must send application/json")
+                return
+            length = headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+                await _refuse(send, 413, f"Body larger than {self.max_body_bytes} bytes")
+                return
+            receive = _limited(receive, self.max_body_bytes)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                existing = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k, v) for k, v in extra if k not in existing
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except _BodyTooLarge:
+            await _refuse(send, 413, f"Body larger than {self.max_body_bytes} bytes")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def wrapped() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _BodyTooLarge
+        return message
+
+    return wrapped
+
+
+def _hostname(netloc: str) -> str:
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-content-type-options", b"nosniff"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,77 @@
+"""A seeded store (a recorded run over 300 embedded MNIST digits) and clients over it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.app import create_app
+from backend.settings import Settings
+from datasetq import HeapqSampler, Recorder
+from datasetq.datasets import EmbeddedMNIST
+from datasetq.training import MNISTSplit
+from tests.store_fixtures import postgres_schema_url
+
+N = 300
+FLIPPED = list(range(0, N, 10))
+
+
+def seed(url: str) -> None:
+    labels = EmbeddedMNIST().targets.numpy()[:N].astype(np.int64)
+    noisy = labels.copy()
+    noisy[FLIPPED] = (noisy[FLIPPED] + 1) % 10
+    dataset = MNISTSplit(np.arange(N), noisy)
+    config = {"flipped": FLIPPED, "note": "<script>alert(1)</script>"}
+    with Recorder(url, run="seeded <b>run</b>", dataset=dataset, config=config) as recorder:
+        sampler = HeapqSampler(dataset, recorder=recorder, seed=0, max_visits=4, chunk_size=20)
+        rng = np.random.default_rng(0)
+        for epoch in range(3):
+            drawn = []
+            for index in sampler:
+                drawn.append(index)
+                if len(drawn) == 20:
+                    ids = np.array(drawn)
+                    hard = np.isin(ids, FLIPPED)
+                    losses = np.where(hard, 3.0, 0.3 / (epoch + 1)) + rng.random(len(ids)) / 10
+                    preds = np.where(hard, noisy[ids] - 1, noisy[ids]) % 10
+                    sampler.update(ids, {"loss": losses, "pred": preds})
+                    drawn = []
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def seeded_url(request, tmp_path_factory):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'seeded.db'}"
+        seed(url)
+        yield url
+        return
+    generator = postgres_schema_url()
+    url = next(generator)
+    seed(url)
+    yield url
+    generator.close()
+
+
+@pytest.fixture
+def fresh_url(tmp_path, request):
+    """A seeded store of its own, for tests that write."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    seed(url)
+    return url
+
+
+def make_client(url: str, **settings) -> TestClient:
+    return TestClient(create_app(Settings(db=url, **settings)))
+
+
+@pytest.fixture(scope="module")
+def client(seeded_url):
+    with make_client(seeded_url) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def writer(fresh_url):
+    with make_client(fresh_url) as test_client:
+        yield test_client

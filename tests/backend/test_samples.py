@@ -1,0 +1,107 @@
+import pytest
+
+from tests.backend.conftest import FLIPPED, N
+
+SORTS = ["loss", "mean_loss", "max_loss", "visits", "score", "evicted_epoch"]
+FIELD = {"loss": "last_loss", "mean_loss": "mean_loss", "score": "mean_loss",
+         "max_loss": "max_loss", "visits": "visits", "evicted_epoch": "evicted_epoch"}
+
+
+def run_id(client):
+    return client.get("/api/v1/runs").json()[0]["id"]
+
+
+def walk(client, query):
+    """Every page of a listing, following next_cursor."""
+    items, cursor, pages = [], None, 0
+    while True:
+        url = f"/api/v1/runs/{run_id(client)}/samples?{query}" + (f"&cursor={cursor}" if cursor else "")
+        response = client.get(url)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items += page["items"]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items, page["total"], pages
+
+
+@pytest.mark.parametrize("sort", SORTS)
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_keyset_pages_cover_the_ranking_once_in_order(client, sort, order):
+    items, total, pages = walk(client, f"sort={sort}&order={order}&limit=37")
+    ids = [i["sample_id"] for i in items]
+    assert len(ids) == len(set(ids)) == total
+    keys = [(i[FIELD[sort]], i["sample_id"]) for i in items]
+    assert keys == sorted(keys, reverse=order == "desc")
+    if sort in ("loss", "visits"):
+        assert total == N
+    assert pages == -(-total // 37) or total == 0
+
+
+def test_hardest_are_the_flipped_ones(client):
+    page = client.get(f"/api/v1/runs/{run_id(client)}/samples?sort=score&limit={len(FLIPPED)}").json()
+    found = {i["sample_id"] for i in page["items"]} & set(FLIPPED)
+    assert len(found) >= 0.9 * len(FLIPPED)
+
+
+@pytest.mark.parametrize(
+    ("query", "check"),
+    [
+        ("evicted=true", lambda i: i["evicted_epoch"] is not None),
+        ("evicted=false", lambda i: i["evicted_epoch"] is None),
+        ("label=3", lambda i: i["label"] == 3),
+        ("mispredicted=true", lambda i: i["last_pred"] is not None and i["last_pred"] != i["label"]),
+        ("flagged=false", lambda i: not i["flagged"]),
+        ("relabeled=false", lambda i: not i["relabeled"]),
+    ],
+)
+def test_filters(client, query, check):
+    items, total, _ = walk(client, f"{query}&limit=100")
+    assert items
+    assert total == len(items)
+    assert all(check(i) for i in items)
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("sort=name", "sort"),
+        ("order=sideways", "order"),
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("evicted=maybe", "evicted"),
+        ("label=-1", "label"),
+        ("cursor=not-a-cursor", "cursor"),
+        ("cursor=WzEsMl0", "cursor"),
+    ],
+)
+def test_bad_listing_queries_are_422(client, query, fragment):
+    response = client.get(f"/api/v1/runs/{run_id(client)}/samples?{query}")
+    assert response.status_code == 422
+    assert fragment in response.json()["detail"]
+
+
+def test_sample_detail(client):
+    rid = run_id(client)
+    first, second = client.get(f"/api/v1/runs/{rid}/samples?limit=2").json()["items"]
+    response = client.get(f"/api/v1/runs/{rid}/samples/{first['sample_id']}")
+    assert response.status_code == 200
+    detail = response.json()
+    assert detail["next_id"] == second["sample_id"]
+    assert detail["previous_id"] is None
+    assert [t["epoch"] for t in detail["trajectory"]] == sorted({v["epoch"] for v in detail["visit_losses"]})
+    assert sum(t["visits"] for t in detail["trajectory"]) == len(detail["visit_losses"])
+    assert detail["class_names"][0] == "0 - zero"
+    assert detail["label_history"] == []
+    back = client.get(f"/api/v1/runs/{rid}/samples/{second['sample_id']}").json()
+    assert back["previous_id"] == first["sample_id"]
+
+
+def test_unknown_sample_is_a_404_naming_it(client):
+    rid = run_id(client)
+    response = client.get(f"/api/v1/runs/{rid}/samples/{N}")
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"Sample {N} not found in run {rid} ({N} samples)"
+    assert client.get(f"/api/v1/runs/{rid}/samples/-1").status_code == 404
+    assert client.get("/api/v1/runs/999/samples/1").json() == {"detail": "Run 999 not found"}
