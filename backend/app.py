@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = [
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in error.errors()
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}"
+            for e in error.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
 

@@ -41,7 +41,10 @@ def _samples(session: Session, context: RunContext, sample_ids: list[int]) -> li
     return list(
         session.execute(
             select(SampleRecord)
-            .where(SampleRecord.dataset_id == context.dataset.id, SampleRecord.sample_id.in_(sample_ids))
+            .where(
+                SampleRecord.dataset_id == context.dataset.id,
+                SampleRecord.sample_id.in_(sample_ids),
+            )
             .with_for_update()
         ).scalars()
     )
@@ -86,12 +89,17 @@ def undo_label(session: Session, context: RunContext, sample_id: int, author: st
     """Goes back to the label before the latest change; the undo is itself a change."""
     last = session.execute(
         select(LabelChangeRecord)
-        .where(LabelChangeRecord.dataset_id == context.dataset.id, LabelChangeRecord.sample_id == sample_id)
+        .where(
+            LabelChangeRecord.dataset_id == context.dataset.id,
+            LabelChangeRecord.sample_id == sample_id,
+        )
         .order_by(LabelChangeRecord.id.desc())
         .limit(1)
     ).scalar_one_or_none()
     if last is None:
-        raise HTTPException(status_code=409, detail=f"Sample {sample_id} has no label change to undo")
+        raise HTTPException(
+            status_code=409, detail=f"Sample {sample_id} has no label change to undo"
+        )
     (sample,) = _samples(session, context, [sample_id])
     session.execute(
         insert(LabelChangeRecord).values(

@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -61,3 +61,10 @@ def require_writer(request: Request) -> str:
 
 
 AuthorDep = Annotated[str, Depends(require_writer)]
+
+
+# Ids as path parameters: bounded, so no value can overflow a database integer.
+RunId = Annotated[int, Path(ge=0, le=2**62, description="a run's id")]
+SampleId = Annotated[
+    int, Path(ge=-(2**62), le=2**62, description="a sample's id (its index in the dataset)")
+]

@@ -101,7 +101,9 @@ class ImageRenderer:
         if not isinstance(root, str):
             raise HTTPException(status_code=404, detail="This dataset has no image root")
         resolved = Path(root).resolve()
-        if not any(resolved == allowed or resolved.is_relative_to(allowed) for allowed in self.roots):
+        if not any(
+            resolved == allowed or resolved.is_relative_to(allowed) for allowed in self.roots
+        ):
             raise HTTPException(
                 status_code=403,
                 detail="This dataset's folder is not under a configured data root "
@@ -121,4 +123,6 @@ class ImageRenderer:
             raise HTTPException(status_code=404, detail="Unsupported dataset class")
         cls = getattr(importlib.import_module(module), name)
         options = {k: render[k] for k in ("train", "split") if k in render}
-        return self._dataset(f"{render.get('class')}:{root}:{options}", lambda: cls(str(root), **options))
+        return self._dataset(
+            f"{render.get('class')}:{root}:{options}", lambda: cls(str(root), **options)
+        )

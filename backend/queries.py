@@ -105,7 +105,9 @@ def run_summary(session: Session, context: RunContext) -> schemas.RunSummary:
     epochs = session.execute(
         select(RunEpochRecord).where(RunEpochRecord.run_id == run.id).order_by(RunEpochRecord.epoch)
     ).scalars()
-    points, histogram, percentiles = [], [], [5, 25, 50, 75, 95]
+    points: list[schemas.EpochPoint] = []
+    histogram: list[int] = []
+    percentiles: list[int] = [5, 25, 50, 75, 95]
     for record in epochs:
         summary = record.summary or {}
         percentiles = summary.get("percentiles", percentiles)
@@ -172,12 +174,16 @@ def ground_truth(session: Session, context: RunContext, evicted: int) -> schemas
 
 
 def _filtered(context: RunContext, filters: Filters) -> tuple[Any, list[ColumnElement[bool]]]:
-    joined = select().select_from(SampleStateRecord).join(
-        SampleRecord,
-        and_(
-            SampleRecord.dataset_id == context.dataset.id,
-            SampleRecord.sample_id == SampleStateRecord.sample_id,
-        ),
+    joined = (
+        select()
+        .select_from(SampleStateRecord)
+        .join(
+            SampleRecord,
+            and_(
+                SampleRecord.dataset_id == context.dataset.id,
+                SampleRecord.sample_id == SampleStateRecord.sample_id,
+            ),
+        )
     )
     conditions: list[ColumnElement[bool]] = [SampleStateRecord.run_id == context.run.id]
     if filters.evicted is not None:
@@ -239,6 +245,8 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
         value, sample_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         if not isinstance(value, int | float) or not isinstance(sample_id, int):
             raise ValueError
+        if isinstance(value, bool) or abs(value) > 2**62 or abs(sample_id) > 2**62:
+            raise ValueError
         return value, sample_id
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
         raise HTTPException(status_code=422, detail="cursor is not one this API returned") from None
@@ -263,12 +271,19 @@ def sample_page(
     if cursor is not None:
         value, after = decode_cursor(cursor)
         conditions.append(key < tuple_(value, after) if descending else key > tuple_(value, after))
-    order = (column.desc(), SampleStateRecord.sample_id.desc()) if descending else (
-        column.asc(),
-        SampleStateRecord.sample_id.asc(),
+    order = (
+        (column.desc(), SampleStateRecord.sample_id.desc())
+        if descending
+        else (
+            column.asc(),
+            SampleStateRecord.sample_id.asc(),
+        )
     )
     rows = session.execute(
-        joined.add_columns(*ROW_COLUMNS, column).where(*conditions).order_by(*order).limit(limit + 1)
+        joined.add_columns(*ROW_COLUMNS, column)
+        .where(*conditions)
+        .order_by(*order)
+        .limit(limit + 1)
     ).all()
     items = [_row(r[:-1]) for r in rows[:limit]]
     next_cursor = None
@@ -286,7 +301,14 @@ def count_samples(session: Session, context: RunContext, sort: str, filters: Fil
         session.execute(select(func.coalesce(func.max(LabelChangeRecord.id), 0))).scalar_one(),
         session.execute(select(func.coalesce(func.max(FlagRecord.id), 0))).scalar_one(),
     )
-    cache_key = (context.run.id, context.run.epochs, context.run.heartbeat_at, sort, filters.key(), *version)
+    cache_key = (
+        context.run.id,
+        context.run.epochs,
+        context.run.heartbeat_at,
+        sort,
+        filters.key(),
+        *version,
+    )
     cached = _count_cache.get(cache_key)
     if cached is not None:
         return cached
@@ -331,10 +353,15 @@ def sample_detail(
     if sample is None:
         raise HTTPException(status_code=404, detail=f"Sample {sample_id} not found")
     state = session.get(SampleStateRecord, (context.run.id, sample_id))
-    trajectory = sample_trajectory(session.connection(), context.run.id, sample_id, context.run.epochs)
+    trajectory = sample_trajectory(
+        session.connection(), context.run.id, sample_id, context.run.epochs
+    )
     labels = session.execute(
         select(LabelChangeRecord)
-        .where(LabelChangeRecord.dataset_id == context.dataset.id, LabelChangeRecord.sample_id == sample_id)
+        .where(
+            LabelChangeRecord.dataset_id == context.dataset.id,
+            LabelChangeRecord.sample_id == sample_id,
+        )
         .order_by(LabelChangeRecord.id)
     ).scalars()
     flags = session.execute(
@@ -369,14 +396,22 @@ def sample_detail(
         visit_losses=[schemas.VisitLoss(epoch=e, loss=v) for e, v in trajectory["visits"]],
         label_history=[
             schemas.LabelEvent(
-                id=r.id, old_label=r.old_label, new_label=r.new_label, reason=r.reason,
-                author=r.author, created_at=r.created_at,
+                id=r.id,
+                old_label=r.old_label,
+                new_label=r.new_label,
+                reason=r.reason,
+                author=r.author,
+                created_at=r.created_at,
             )
             for r in labels
         ],
         flag_history=[
             schemas.FlagEvent(
-                id=r.id, flagged=r.flagged, reason=r.reason, author=r.author, created_at=r.created_at
+                id=r.id,
+                flagged=r.flagged,
+                reason=r.reason,
+                author=r.author,
+                created_at=r.created_at,
             )
             for r in flags
         ],
@@ -385,7 +420,9 @@ def sample_detail(
     )
 
 
-def export_rows(session: Session, context: RunContext, chunk: int = 10_000) -> Iterator[dict[str, Any]]:
+def export_rows(
+    session: Session, context: RunContext, chunk: int = 10_000
+) -> Iterator[dict[str, Any]]:
     """The cleaned manifest, one sample at a time, read in chunks of ``chunk`` rows."""
     names = context.dataset.class_names
     after = -1
@@ -424,7 +461,9 @@ def export_rows(session: Session, context: RunContext, chunk: int = 10_000) -> I
                 "source": source,
                 "original_label": original,
                 "label": label,
-                "label_name": names[label] if label is not None and 0 <= label < len(names) else None,
+                "label_name": names[label]
+                if label is not None and 0 <= label < len(names)
+                else None,
                 "keep": not why,
                 "dropped_because": "; ".join(why) or None,
             }

@@ -43,7 +43,9 @@ class ManifestDataset(Dataset[Any]):
     def __init__(self, base: Any, manifest: str | Path | list[dict[str, Any]]) -> None:
         rows = manifest if isinstance(manifest, list) else read_manifest(manifest)
         if any(not 0 <= int(r["sample_id"]) < len(base) for r in rows):
-            raise ValueError(f"manifest names samples outside the base dataset ({len(base)} samples)")
+            raise ValueError(
+                f"manifest names samples outside the base dataset ({len(base)} samples)"
+            )
         kept = [r for r in rows if r["keep"]]
         self.base = base
         self.indices = [int(r["sample_id"]) for r in kept]

@@ -10,20 +10,20 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from datasetq.store.models import RunEpochRecord, RunRecord
 from datasetq.store.queries import effective_status
 
 from .. import queries
-from ..deps import SessionDep
+from ..deps import RunId, SessionDep
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["events"])
 
 
-def _snapshot(engine: object, run_id: int) -> dict[str, object]:
-    with Session(engine) as session:  # type: ignore[call-overload]
+def _snapshot(engine: Engine, run_id: int) -> dict[str, object]:
+    with Session(engine) as session:
         run = session.get(RunRecord, run_id)
         assert run is not None
         evicted = session.execute(
@@ -41,7 +41,7 @@ def _snapshot(engine: object, run_id: int) -> dict[str, object]:
 
 @router.get("/events", response_class=StreamingResponse)
 async def events(
-    run_id: int,
+    run_id: RunId,
     request: Request,
     session: SessionDep,
     timeout: Annotated[float, Query(gt=0, le=3600)] = 600,

@@ -13,10 +13,19 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from .. import queries
+from ..deps import RunId
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["export"])
 
-COLUMNS = ["sample_id", "source", "original_label", "label", "label_name", "keep", "dropped_because"]
+COLUMNS = [
+    "sample_id",
+    "source",
+    "original_label",
+    "label",
+    "label_name",
+    "keep",
+    "dropped_because",
+]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -32,7 +41,9 @@ def escape_cell(value: Any) -> Any:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
 )
-def export(run_id: int, request: Request, format: Literal["csv", "jsonl"] = "csv") -> StreamingResponse:
+def export(
+    run_id: RunId, request: Request, format: Literal["csv", "jsonl"] = "csv"
+) -> StreamingResponse:
     """Every sample with its source, final label and, for dropped ones, why."""
     session = Session(request.app.state.engine)
     try:
@@ -45,7 +56,9 @@ def export(run_id: int, request: Request, format: Literal["csv", "jsonl"] = "csv
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     filename = f"run-{run_id}-manifest.{format}"
     return StreamingResponse(
-        body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+        body,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from datasetq.store.models import SampleRecord
 
 from .. import queries
-from ..deps import SessionDep
+from ..deps import RunId, SampleId, SessionDep
 from ..imaging import ImageRenderer
 
 router = APIRouter(prefix="/runs/{run_id}/samples", tags=["images"])
@@ -22,8 +22,8 @@ router = APIRouter(prefix="/runs/{run_id}/samples", tags=["images"])
     responses={200: {"content": {"image/png": {}}}, 304: {"description": "Not modified"}},
 )
 async def sample_image(
-    run_id: int,
-    sample_id: int,
+    run_id: RunId,
+    sample_id: SampleId,
     request: Request,
     session: SessionDep,
     size: Annotated[int, Query(ge=0, le=1024, description="thumbnail side; 0: full")] = 0,

@@ -8,14 +8,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from .. import changes, queries, schemas
-from ..deps import AuthorDep, WriteSessionDep
+from ..deps import AuthorDep, RunId, SampleId, WriteSessionDep
 
 router = APIRouter(prefix="/runs/{run_id}/samples", tags=["labels"])
 
 
 @router.post("/labels", response_model=schemas.ChangeResult)
 def relabel_many(
-    run_id: int, body: schemas.BulkLabelChange, session: WriteSessionDep, author: AuthorDep
+    run_id: RunId, body: schemas.BulkLabelChange, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.ChangeResult:
     context = queries.get_run(session, run_id)
     ids = changes.check_samples(context, body.sample_ids)
@@ -26,7 +26,7 @@ def relabel_many(
 
 @router.post("/flags", response_model=schemas.ChangeResult)
 def flag_many(
-    run_id: int, body: schemas.BulkFlagChange, session: WriteSessionDep, author: AuthorDep
+    run_id: RunId, body: schemas.BulkFlagChange, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.ChangeResult:
     context = queries.get_run(session, run_id)
     ids = changes.check_samples(context, body.sample_ids)
@@ -37,8 +37,8 @@ def flag_many(
 
 @router.post("/{sample_id}/label", response_model=schemas.SampleDetail)
 def relabel(
-    run_id: int,
-    sample_id: int,
+    run_id: RunId,
+    sample_id: SampleId,
     body: schemas.LabelChange,
     session: WriteSessionDep,
     author: AuthorDep,
@@ -52,7 +52,7 @@ def relabel(
 
 @router.post("/{sample_id}/label/undo", response_model=schemas.SampleDetail)
 def undo_relabel(
-    run_id: int, sample_id: int, session: WriteSessionDep, author: AuthorDep
+    run_id: RunId, sample_id: SampleId, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.SampleDetail:
     context = queries.get_run(session, run_id)
     queries.check_sample(context, sample_id)
@@ -63,8 +63,8 @@ def undo_relabel(
 
 @router.post("/{sample_id}/flag", response_model=schemas.SampleDetail)
 def flag(
-    run_id: int,
-    sample_id: int,
+    run_id: RunId,
+    sample_id: SampleId,
     body: schemas.FlagChange,
     session: WriteSessionDep,
     author: AuthorDep,
@@ -78,8 +78,8 @@ def flag(
 
 @router.post("/{sample_id}/decision", response_model=schemas.ChangeResult)
 def decide(
-    run_id: int,
-    sample_id: int,
+    run_id: RunId,
+    sample_id: SampleId,
     body: schemas.Decision,
     session: WriteSessionDep,
     author: AuthorDep,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from .. import queries, schemas
-from ..deps import SessionDep
+from ..deps import RunId, SessionDep
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -16,5 +16,5 @@ def list_runs(session: SessionDep) -> list[schemas.RunPublic]:
 
 
 @router.get("/{run_id}", response_model=schemas.RunSummary)
-def get_run(run_id: int, session: SessionDep) -> schemas.RunSummary:
+def get_run(run_id: RunId, session: SessionDep) -> schemas.RunSummary:
     return queries.run_summary(session, queries.get_run(session, run_id))

@@ -7,14 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from .. import queries, schemas
-from ..deps import SessionDep
+from ..deps import RunId, SampleId, SessionDep
 
 router = APIRouter(prefix="/runs/{run_id}/samples", tags=["samples"])
 
 
 @router.get("", response_model=schemas.SamplePage)
 def list_samples(
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
     sort: schemas.SortKey = "loss",
     order: Literal["desc", "asc"] = "desc",
@@ -38,7 +38,7 @@ def list_samples(
 
 @router.get("/{sample_id}", response_model=schemas.SampleDetail)
 def get_sample(
-    run_id: int, sample_id: int, session: SessionDep, sort: schemas.SortKey = "loss"
+    run_id: RunId, sample_id: SampleId, session: SessionDep, sort: schemas.SortKey = "loss"
 ) -> schemas.SampleDetail:
     """One sample: trajectory, labels and their history, flags, and its neighbours in ``sort``."""
     context = queries.get_run(session, run_id)

@@ -53,12 +53,33 @@ def seeded_url(request, tmp_path_factory):
     generator.close()
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "postgresql"])
 def fresh_url(tmp_path, request):
     """A seeded store of its own, for tests that write."""
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"
+        seed(url)
+        yield url
+        return
+    generator = postgres_schema_url()
+    url = next(generator)
     seed(url)
-    return url
+    yield url
+    generator.close()
+
+
+def query(url: str, sql: str, **params):
+    """Rows of a read-only SQL query against the store at ``url``."""
+    from sqlalchemy import text
+
+    from datasetq.store.engine import create_store_engine
+
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql), params)]
+    finally:
+        engine.dispose()
 
 
 def make_client(url: str, **settings) -> TestClient:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.backend.conftest import make_client
+from tests.backend.conftest import make_client, query
 
 BASE = "/api/v1/runs/1/samples"
 
 
 def stored_label(url: str, sample_id: int) -> int:
-    connection = sqlite3.connect(url.removeprefix("sqlite:///"))
-    try:
-        return connection.execute(
-            "SELECT current_label FROM samples WHERE sample_id = ?", (sample_id,)
-        ).fetchone()[0]
-    finally:
-        connection.close()
+    ((label,),) = query(url, "SELECT current_label FROM samples WHERE sample_id = :i", i=sample_id)
+    return label
 
 
 def test_relabel_lands_in_the_store_with_history(writer, fresh_url):
@@ -63,11 +56,13 @@ def test_flags_and_bulk_changes(writer):
     assert response.status_code == 200
     assert response.json()["flagged"] is True
     assert response.json()["flag_history"][0]["reason"] == "blurry"
-    bulk = writer.post(f"{BASE}/flags", json={"sample_ids": [1, 2, 2, 8], "flagged": True, "reason": "blurry"})
+    bulk = writer.post(
+        f"{BASE}/flags", json={"sample_ids": [1, 2, 2, 8], "flagged": True, "reason": "blurry"}
+    )
     assert bulk.json() == {"changed": 2, "sample_ids": [1, 2]}
     labels = writer.post(f"{BASE}/labels", json={"sample_ids": [11, 12], "label": 4})
     assert labels.status_code == 200
-    page = writer.get(f"/api/v1/runs/1/samples?flagged=true&limit=50").json()
+    page = writer.get("/api/v1/runs/1/samples?flagged=true&limit=50").json()
     assert {i["sample_id"] for i in page["items"]} == {1, 2, 8}
     relabeled = writer.get("/api/v1/runs/1/samples?relabeled=true&limit=50").json()
     assert {i["sample_id"] for i in relabeled["items"]} <= {11, 12}
@@ -80,9 +75,7 @@ def test_flags_and_bulk_changes(writer):
 def test_decisions_are_queued_for_the_job(writer, fresh_url):
     response = writer.post(f"{BASE}/9/decision", json={"action": "evict"})
     assert response.status_code == 200
-    connection = sqlite3.connect(fresh_url.removeprefix("sqlite:///"))
-    rows = connection.execute("SELECT sample_id, action, run_id FROM decisions").fetchall()
-    connection.close()
+    rows = query(fresh_url, "SELECT sample_id, action, run_id FROM decisions")
     assert rows == [(9, "evict", 1)]
     assert writer.post(f"{BASE}/9/decision", json={"action": "explode"}).status_code == 422
 
@@ -111,11 +104,16 @@ def test_cross_site_origin_and_foreign_host_are_refused(writer):
         f"{BASE}/3/flag", json={"flagged": True}, headers={"origin": "https://evil.example"}
     )
     assert response.status_code == 403
-    ok = writer.post(f"{BASE}/3/flag", json={"flagged": True}, headers={"origin": "http://127.0.0.1:8000"})
+    ok = writer.post(
+        f"{BASE}/3/flag", json={"flagged": True}, headers={"origin": "http://127.0.0.1:8000"}
+    )
     assert ok.status_code == 200
     rebinding = writer.get("/api/v1/runs", headers={"host": "attacker.example"})
     assert rebinding.status_code == 400
-    assert "access-control-allow-origin" not in writer.get("/api/v1/runs", headers={"origin": "https://evil.example"}).headers
+    assert (
+        "access-control-allow-origin"
+        not in writer.get("/api/v1/runs", headers={"origin": "https://evil.example"}).headers
+    )
 
 
 def test_large_bodies_are_refused(writer):
@@ -160,13 +158,18 @@ def test_every_write_route_needs_the_token_when_one_is_set(fresh_url):
                 for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
                     response = client.request(method, path, json={}, headers=headers)
                     assert response.status_code == 401, (route.path, headers)
-        ok = client.post(f"{BASE}/3/flag", json={"flagged": True}, headers={"authorization": "Bearer s3cret"})
+        ok = client.post(
+            f"{BASE}/3/flag", json={"flagged": True}, headers={"authorization": "Bearer s3cret"}
+        )
         assert ok.status_code == 200
         assert ok.json()["flag_history"][-1]["author"] == "token"
         assert client.get("/api/v1/runs").status_code == 200  # reads stay open
 
 
-@pytest.mark.parametrize("payload", ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "\"'><svg/onload=alert(1)>"])
+@pytest.mark.parametrize(
+    "payload",
+    ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "\"'><svg/onload=alert(1)>"],
+)
 def test_stored_xss_comes_back_as_data(writer, payload):
     writer.post(f"{BASE}/4/flag", json={"flagged": True, "reason": payload})
     detail = writer.post(f"{BASE}/4/label", json={"label": 1, "note": payload})

@@ -3,8 +3,14 @@ import pytest
 from tests.backend.conftest import FLIPPED, N
 
 SORTS = ["loss", "mean_loss", "max_loss", "visits", "score", "evicted_epoch"]
-FIELD = {"loss": "last_loss", "mean_loss": "mean_loss", "score": "mean_loss",
-         "max_loss": "max_loss", "visits": "visits", "evicted_epoch": "evicted_epoch"}
+FIELD = {
+    "loss": "last_loss",
+    "mean_loss": "mean_loss",
+    "score": "mean_loss",
+    "max_loss": "max_loss",
+    "visits": "visits",
+    "evicted_epoch": "evicted_epoch",
+}
 
 
 def run_id(client):
@@ -15,7 +21,9 @@ def walk(client, query):
     """Every page of a listing, following next_cursor."""
     items, cursor, pages = [], None, 0
     while True:
-        url = f"/api/v1/runs/{run_id(client)}/samples?{query}" + (f"&cursor={cursor}" if cursor else "")
+        url = f"/api/v1/runs/{run_id(client)}/samples?{query}" + (
+            f"&cursor={cursor}" if cursor else ""
+        )
         response = client.get(url)
         assert response.status_code == 200, response.text
         page = response.json()
@@ -40,7 +48,9 @@ def test_keyset_pages_cover_the_ranking_once_in_order(client, sort, order):
 
 
 def test_hardest_are_the_flipped_ones(client):
-    page = client.get(f"/api/v1/runs/{run_id(client)}/samples?sort=score&limit={len(FLIPPED)}").json()
+    page = client.get(
+        f"/api/v1/runs/{run_id(client)}/samples?sort=score&limit={len(FLIPPED)}"
+    ).json()
     found = {i["sample_id"] for i in page["items"]} & set(FLIPPED)
     assert len(found) >= 0.9 * len(FLIPPED)
 
@@ -51,7 +61,10 @@ def test_hardest_are_the_flipped_ones(client):
         ("evicted=true", lambda i: i["evicted_epoch"] is not None),
         ("evicted=false", lambda i: i["evicted_epoch"] is None),
         ("label=3", lambda i: i["label"] == 3),
-        ("mispredicted=true", lambda i: i["last_pred"] is not None and i["last_pred"] != i["label"]),
+        (
+            "mispredicted=true",
+            lambda i: i["last_pred"] is not None and i["last_pred"] != i["label"],
+        ),
         ("flagged=false", lambda i: not i["flagged"]),
         ("relabeled=false", lambda i: not i["relabeled"]),
     ],
@@ -90,7 +103,9 @@ def test_sample_detail(client):
     detail = response.json()
     assert detail["next_id"] == second["sample_id"]
     assert detail["previous_id"] is None
-    assert [t["epoch"] for t in detail["trajectory"]] == sorted({v["epoch"] for v in detail["visit_losses"]})
+    assert [t["epoch"] for t in detail["trajectory"]] == sorted(
+        {v["epoch"] for v in detail["visit_losses"]}
+    )
     assert sum(t["visits"] for t in detail["trajectory"]) == len(detail["visit_losses"])
     assert detail["class_names"][0] == "0 - zero"
     assert detail["label_history"] == []
