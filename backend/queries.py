@@ -124,12 +124,16 @@ def run_summary(session: Session, context: RunContext) -> schemas.RunSummary:
             )
         )
     evicted = points[-1].evicted_total if points else 0
-    flagged, relabeled = session.execute(
-        select(
-            func.count().filter(SampleRecord.flagged.is_(True)),
-            func.count().filter(SampleRecord.current_label != SampleRecord.original_label),
-        ).where(SampleRecord.dataset_id == dataset.id)
-    ).one()
+    count = select(func.count()).select_from(SampleRecord)
+    flagged = session.execute(
+        count.where(SampleRecord.dataset_id == dataset.id, SampleRecord.flagged)
+    ).scalar_one()
+    relabeled = session.execute(
+        count.where(
+            SampleRecord.dataset_id == dataset.id,
+            SampleRecord.current_label != SampleRecord.original_label,
+        )
+    ).scalar_one()
     return schemas.RunSummary(
         **run_public(context),
         config={k: v for k, v in (run.config or {}).items() if k != "flipped"},

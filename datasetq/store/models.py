@@ -25,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -63,7 +64,24 @@ class SampleRecord(Base):
     """One sample of a dataset: labels, review state and where it comes from."""
 
     __tablename__ = "samples"
-    __table_args__ = (WITHOUT_ROWID,)
+    __table_args__ = (
+        # Partial indexes: counting and listing flagged or relabelled samples reads only those.
+        Index(
+            "ix_samples_flagged",
+            "dataset_id",
+            "sample_id",
+            sqlite_where=text("flagged"),
+            postgresql_where=text("flagged"),
+        ),
+        Index(
+            "ix_samples_relabeled",
+            "dataset_id",
+            "sample_id",
+            sqlite_where=text("current_label != original_label"),
+            postgresql_where=text("current_label != original_label"),
+        ),
+        WITHOUT_ROWID,
+    )
 
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
     sample_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -111,7 +129,12 @@ class SampleStateRecord(Base):
 
     __tablename__ = "sample_state"
     __table_args__ = (
+        # One index per sort key of the dashboard: keyset pages read 100 rows, not the run.
         Index("ix_sample_state_run_last_loss", "run_id", "last_loss"),
+        Index("ix_sample_state_run_mean_loss", "run_id", "mean_loss"),
+        Index("ix_sample_state_run_max_loss", "run_id", "max_loss"),
+        Index("ix_sample_state_run_visits", "run_id", "visits"),
+        Index("ix_sample_state_run_evicted_epoch", "run_id", "evicted_epoch"),
         WITHOUT_ROWID,
     )
 
