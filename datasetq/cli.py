@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from .sampler import HeapqSampler
@@ -16,11 +18,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="datasetq", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="train a small CNN on the embedded MNIST data")
-    demo.add_argument("--epochs", type=int, default=4)
+    demo.add_argument("--epochs", type=int, default=6)
     demo.add_argument("--noise", type=float, default=0.1, help="fraction of labels flipped")
     demo.add_argument("--max-visits", type=int, default=8)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--db", default="sqlite:///datasetq.db", help="where the run is recorded")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument(
+        "--no-serve", action="store_true", help="train and record only; do not serve the dashboard"
+    )
     db = commands.add_parser("db", help="manage the store's schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="create or migrate a database")
@@ -33,7 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return run_serve(args.db, args.host, args.port)
     if args.command == "demo":
-        return run_demo(args.epochs, args.noise, args.max_visits, args.seed, args.db)
+        return run_demo(
+            args.epochs,
+            args.noise,
+            args.max_visits,
+            args.seed,
+            args.db,
+            serve=None if args.no_serve else (args.host, args.port),
+        )
     if args.command == "db":
         return run_db_upgrade(args.db)
     return 2  # pragma: no cover - argparse rejects unknown commands
@@ -84,7 +98,16 @@ def run_db_upgrade(url: str) -> int:
     return 0
 
 
-def run_demo(epochs: int, noise: float, max_visits: int, seed: int, url: str) -> int:
+def run_demo(
+    epochs: int,
+    noise: float,
+    max_visits: int,
+    seed: int,
+    url: str,
+    serve: tuple[str, int] | None = None,
+) -> int:
+    """Flips a seeded fraction of labels, trains with priority sampling while recording, and
+    (with ``serve``) shows the dashboard during and after training, until Ctrl-C."""
     from datetime import UTC, datetime
 
     from .recorder import Recorder
@@ -101,19 +124,6 @@ def run_demo(epochs: int, noise: float, max_visits: int, seed: int, url: str) ->
         f"datasetq demo: small CNN on {config.train_size} embedded MNIST digits, "
         f"{noise:.0%} labels flipped, priority sampling with max_visits={max_visits}"
     )
-    print(
-        f"{'epoch':>5} {'train loss':>10} {'test loss':>9} {'accuracy':>8} {'draws':>6} "
-        f"{'distinct':>8} {'evicted':>7} {'of them flipped':>15} {'seconds':>7}"
-    )
-
-    def report(stats: EpochStats, sampler: HeapqSampler | None) -> None:
-        print(
-            f"{stats.epoch:>5} {stats.train_loss:>10.4f} {stats.test_loss:>9.4f} "
-            f"{stats.test_accuracy:>8.2%} {stats.draws:>6} {stats.distinct_visited:>8} "
-            f"{stats.evicted:>7} {stats.evicted_flipped:>15} {stats.seconds:>7.1f}",
-            flush=True,
-        )
-
     run_name = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     run_config = {
         "model": "SmallCNN",
@@ -123,16 +133,99 @@ def run_demo(epochs: int, noise: float, max_visits: int, seed: int, url: str) ->
         "seed": seed,
         "flipped": flipped.tolist(),  # ground truth: which training labels were flipped
     }
+    server = None
     with Recorder(url, run=run_name, dataset=train_set, config=run_config) as recorder:
         print(f"recording run {run_name!r} into {url}")
-        train_mnist(
+        if serve is not None:
+            server = _start_server(url, *serve)
+            if server is None:
+                return 1
+        header = (
+            f"{'epoch':>5} {'train loss':>10} {'test loss':>9} {'accuracy':>8} {'draws':>6} "
+            f"{'distinct':>8} {'evicted':>7} {'of them flipped':>15} {'seconds':>7}"
+        )
+        print(header)
+
+        def report(stats: EpochStats, sampler: HeapqSampler | None) -> None:
+            _progress_done()
+            print(
+                f"{stats.epoch:>5} {stats.train_loss:>10.4f} {stats.test_loss:>9.4f} "
+                f"{stats.test_accuracy:>8.2%} {stats.draws:>6} {stats.distinct_visited:>8} "
+                f"{stats.evicted:>7} {stats.evicted_flipped:>15} {stats.seconds:>7.1f}",
+                flush=True,
+            )
+
+        history = train_mnist(
             config,
             on_epoch=report,
+            on_step=_progress,
             sampler_factory=lambda dataset: HeapqSampler(
                 dataset, shuffle=True, seed=seed, max_visits=max_visits, recorder=recorder
             ),
         )
+    last = history[-1]
+    print(
+        f"done: {last.test_accuracy:.2%} test accuracy; {last.evicted_flipped} of the "
+        f"{last.evicted} evicted samples are among the {len(flipped)} flipped labels"
+    )
+    if server is not None:
+        host, port = serve  # type: ignore[misc]
+        print(f"dashboard: http://{host}:{port}  (Ctrl-C to stop)", flush=True)
+        try:
+            while server.is_alive():
+                server.join(0.5)
+        except KeyboardInterrupt:
+            print("stopped")
     return 0
+
+
+_bar_shown = False
+
+
+def _progress(step: int, total: int) -> None:
+    """A one-line progress bar on stderr for the current epoch."""
+    global _bar_shown
+    if sys.stderr.isatty() or step == total or step % 25 == 0:
+        width = 30
+        filled = width * step // max(total, 1)
+        sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {step}/{total} batches")
+        sys.stderr.flush()
+        _bar_shown = True
+
+
+def _progress_done() -> None:
+    global _bar_shown
+    if _bar_shown:
+        sys.stderr.write("\r" + " " * 60 + "\r")
+        sys.stderr.flush()
+        _bar_shown = False
+
+
+def _start_server(url: str, host: str, port: int) -> threading.Thread | None:
+    """Serves the dashboard on a background thread while training runs."""
+    import uvicorn
+
+    from backend.app import create_app
+    from backend.settings import LOOPBACK_HOSTS, Settings
+
+    if host not in LOOPBACK_HOSTS and not Settings().token:
+        print(
+            f"datasetq demo: refusing to listen on {host} without DATASETQ_TOKEN", file=sys.stderr
+        )
+        return None
+    app = create_app(Settings(db=url, host=host, port=port))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="datasetq-dashboard", daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.05)
+    if not server.started:
+        print(f"datasetq demo: could not serve on {host}:{port} (in use?)", file=sys.stderr)
+        return None
+    print(f"dashboard: http://{host}:{port}  (live while training)", flush=True)
+    return thread
 
 
 if __name__ == "__main__":  # pragma: no cover

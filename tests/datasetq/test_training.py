@@ -103,7 +103,7 @@ def test_flip_labels_is_seeded_and_exact():
 
 def test_demo_command_prints_epochs_and_records(capsys, tmp_path):
     url = f"sqlite:///{tmp_path / 'demo.db'}"
-    assert main(["demo", "--epochs", "1", "--noise", "0.1", "--db", url]) == 0
+    assert main(["demo", "--epochs", "1", "--noise", "0.1", "--db", url, "--no-serve"]) == 0
     out = capsys.readouterr().out
     assert "10% labels flipped" in out
     assert f"into {url}" in out

@@ -1,0 +1,43 @@
+// The API client: JSON in, JSON out; errors carry the server's message.
+const BASE = "/api/v1";
+
+async function request(method, path, body) {
+  const options = { method, headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const token = sessionStorage.getItem("datasetq-token");
+  if (token && method !== "GET") options.headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(BASE + path, options);
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail; } catch { /* not JSON */ }
+    throw new Error(`${response.status}: ${detail}`);
+  }
+  return response.json();
+}
+
+export const api = {
+  runs: () => request("GET", "/runs"),
+  run: (runId) => request("GET", `/runs/${runId}`),
+  samples: (runId, params) => request("GET", `/runs/${runId}/samples?${new URLSearchParams(params)}`),
+  sample: (runId, sampleId, sort = "loss") => request("GET", `/runs/${runId}/samples/${sampleId}?sort=${sort}`),
+  relabel: (runId, sampleId, label, note) => request("POST", `/runs/${runId}/samples/${sampleId}/label`, note ? { label, note } : { label }),
+  undo: (runId, sampleId) => request("POST", `/runs/${runId}/samples/${sampleId}/label/undo`, {}),
+  flag: (runId, sampleId, flagged, reason) => request("POST", `/runs/${runId}/samples/${sampleId}/flag`, { flagged, reason: reason || null }),
+  imageUrl: (runId, sampleId, size = 0) => `${BASE}/runs/${runId}/samples/${sampleId}/image${size ? `?size=${size}` : ""}`,
+  exportUrl: (runId, format) => `${BASE}/runs/${runId}/export?format=${format}`,
+  eventsUrl: (runId) => `${BASE}/runs/${runId}/events`,
+};
+
+// The listing views of the gallery and of review mode.
+export const VIEWS = {
+  hardest: { title: "Hardest (latest loss)", params: { sort: "loss", order: "desc" } },
+  score: { title: "Most suspicious (mean loss)", params: { sort: "score", order: "desc" } },
+  visited: { title: "Most visited", params: { sort: "visits", order: "desc" } },
+  evicted: { title: "Evicted", params: { sort: "evicted_epoch", order: "asc", evicted: "true" } },
+  flagged: { title: "Flagged", params: { sort: "loss", order: "desc", flagged: "true" } },
+  relabeled: { title: "Relabelled", params: { sort: "loss", order: "desc", relabeled: "true" } },
+  mispredicted: { title: "Predicted ≠ label", params: { sort: "loss", order: "desc", mispredicted: "true" } },
+};

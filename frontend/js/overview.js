@@ -1,0 +1,80 @@
+import { api } from "./api.js";
+import { clear, el, fmt } from "./dom.js";
+
+const layout = (title, extra = {}) => ({
+  title: { text: title, font: { size: 14 } },
+  margin: { l: 50, r: 15, t: 40, b: 45 },
+  height: 300,
+  legend: { orientation: "h", y: -0.25 },
+  ...extra,
+});
+
+function card(label, value, extraClass = "") {
+  return el("div", { class: `card ${extraClass}` }, el("div", { class: "value" }, value), el("div", { class: "label" }, label));
+}
+
+export function renderOverview(main, runId, summary) {
+  clear(main);
+  main.append(el("h1", {}, `Run ${summary.name}`));
+  const cards = el("div", { class: "cards", id: "overview-cards" },
+    card("status", summary.status),
+    card("epochs recorded", summary.epochs),
+    card("samples", summary.num_samples.toLocaleString()),
+    card("evicted", summary.evicted.toLocaleString()),
+    card("flagged", summary.flagged.toLocaleString()),
+    card("relabelled", summary.relabeled.toLocaleString()),
+  );
+  main.append(cards);
+  const truth = summary.ground_truth;
+  if (truth) {
+    main.append(el("div", { class: "cards" },
+      card(`flipped labels among the ${truth.evicted} evicted (of ${truth.flipped} flipped on purpose)`, `${truth.flipped_among_evicted}`, "truth"),
+      card(`flipped labels among the top ${truth.top_ranked} by score`, `${truth.flipped_among_top}`, "truth"),
+      card("precision of evictions", truth.evicted ? `${Math.round(100 * truth.flipped_among_evicted / truth.evicted)}%` : "–", "truth"),
+    ));
+  }
+  main.append(el("div", { class: "toolbar" },
+    el("a", { href: api.exportUrl(runId, "csv"), download: `run-${runId}-manifest.csv`, id: "export-csv" }, "Export cleaned manifest (CSV)"),
+    el("a", { href: api.exportUrl(runId, "jsonl"), download: `run-${runId}-manifest.jsonl`, id: "export-jsonl" }, "Export (JSON lines)"),
+  ));
+  const charts = el("div", { class: "charts" },
+    el("div", { class: "chart", id: "loss-chart", role: "img", "aria-label": "Loss distribution per epoch" }),
+    el("div", { class: "chart", id: "visits-chart", role: "img", "aria-label": "Histogram of visits per sample" }),
+    el("div", { class: "chart", id: "evictions-chart", role: "img", "aria-label": "Evictions per epoch" }),
+  );
+  main.append(charts);
+  drawCharts(summary);
+}
+
+export function drawCharts(summary) {
+  if (!window.Plotly) return;
+  const epochs = summary.epochs_detail.map((e) => e.epoch);
+  const pct = (i) => summary.epochs_detail.map((e) => (e.loss_percentiles ? e.loss_percentiles[i] : null));
+  const names = summary.percentiles;
+  const band = (lo, hi, name, color) => [
+    { x: epochs, y: pct(lo), mode: "lines", line: { width: 0 }, showlegend: false, hoverinfo: "skip" },
+    { x: epochs, y: pct(hi), mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: color, name },
+  ];
+  const config = { responsive: true, displaylogo: false };
+  Plotly.react("loss-chart", [
+    ...band(0, 4, `p${names[0]}–p${names[4]}`, "rgba(36,87,214,0.15)"),
+    ...band(1, 3, `p${names[1]}–p${names[3]}`, "rgba(36,87,214,0.3)"),
+    { x: epochs, y: pct(2), mode: "lines+markers", name: "median", line: { color: "#2457d6" } },
+  ], layout("Loss per epoch (median and percentile bands)", { xaxis: { title: { text: "epoch" }, dtick: 1 }, yaxis: { title: { text: "loss" } } }), config);
+  const histogram = summary.visit_histogram;
+  Plotly.react("visits-chart", [
+    { x: histogram.map((_, i) => i), y: histogram, type: "bar", name: "samples", marker: { color: "#5b6475" } },
+  ], layout("Visits per sample", { xaxis: { title: { text: "visits" } }, yaxis: { title: { text: "samples" }, type: "log" } }), config);
+  Plotly.react("evictions-chart", [
+    { x: epochs, y: summary.epochs_detail.map((e) => e.evicted_new), type: "bar", name: "new evictions", marker: { color: "#c62828" } },
+    { x: epochs, y: summary.epochs_detail.map((e) => e.evicted_total), mode: "lines+markers", name: "evicted in total", yaxis: "y2" },
+  ], layout("Evictions per epoch", { xaxis: { title: { text: "epoch" }, dtick: 1 }, yaxis: { title: { text: "new" } }, yaxis2: { overlaying: "y", side: "right", title: { text: "total" } } }), config);
+}
+
+export async function loadOverview(main, runId) {
+  const summary = await api.run(runId);
+  renderOverview(main, runId, summary);
+  return summary;
+}
+
+export { fmt };

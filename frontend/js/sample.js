@@ -1,0 +1,81 @@
+import { api } from "./api.js";
+import { clear, el, fmt } from "./dom.js";
+
+export function historyList(detail) {
+  const names = detail.class_names;
+  const name = (label) => (label === null ? "none" : names[label] ?? String(label));
+  const events = [
+    ...detail.label_history.map((e) => ({ at: e.created_at, text: `label ${name(e.old_label)} → ${name(e.new_label)} by ${e.author}${e.reason ? ` (${e.reason})` : ""}` })),
+    ...detail.flag_history.map((e) => ({ at: e.created_at, text: `${e.flagged ? "flagged" : "unflagged"} by ${e.author}${e.reason ? `: ${e.reason}` : ""}` })),
+  ].sort((a, b) => (a.at < b.at ? -1 : 1));
+  return el("ul", { class: "history", id: "history", "aria-label": "Label and flag history" },
+    events.length ? events.map((e) => el("li", {}, `${new Date(e.at).toLocaleString()}: ${e.text}`)) : el("li", {}, "No changes yet."));
+}
+
+export function drawTrajectory(detail) {
+  if (!window.Plotly) return;
+  const epochs = detail.trajectory.map((t) => t.epoch);
+  const visits = detail.visit_losses;
+  const jitter = new Map();
+  const visitX = visits.map((v) => { const k = (jitter.get(v.epoch) ?? 0) + 1; jitter.set(v.epoch, k); return v.epoch + 0.08 * k; });
+  const config = { responsive: true, displaylogo: false };
+  Plotly.react("trajectory-chart", [
+    { x: epochs, y: detail.trajectory.map((t) => t.mean_loss), mode: "lines+markers", name: "mean per epoch" },
+    { x: epochs, y: detail.trajectory.map((t) => t.max_loss), mode: "lines", name: "max per epoch", line: { dash: "dot" } },
+    { x: visitX, y: visits.map((v) => v.loss), mode: "markers", name: "each visit", marker: { size: 6, opacity: 0.6 } },
+  ], { title: { text: "Loss trajectory", font: { size: 14 } }, height: 280, margin: { l: 45, r: 10, t: 40, b: 40 }, xaxis: { title: { text: "epoch" }, dtick: 1 }, legend: { orientation: "h", y: -0.3 } }, config);
+  Plotly.react("visits-epoch-chart", [
+    { x: epochs, y: detail.trajectory.map((t) => t.visits), type: "bar", name: "visits" },
+  ], { title: { text: "Visits per epoch", font: { size: 14 } }, height: 220, margin: { l: 45, r: 10, t: 40, b: 40 }, xaxis: { dtick: 1 } }, config);
+}
+
+// Renders one sample; `actions` performs changes so review mode and this view share them.
+export function renderSample(container, runId, detail, actions, heading) {
+  clear(container);
+  const names = detail.class_names;
+  const label = names[detail.label] ?? String(detail.label);
+  container.append(el("h1", {}, heading ?? `Sample ${detail.sample_id}`));
+  const viewer = el("div", { class: "viewer" },
+    el("img", { src: api.imageUrl(runId, detail.sample_id), alt: `Sample ${detail.sample_id}, labelled ${label}`, width: 280, height: 280, id: "sample-image" }),
+    el("p", {}, "Label: ", el("strong", { id: "current-label" }, label),
+      detail.relabeled ? el("span", { class: "badge relabeled" }, ` was ${names[detail.original_label] ?? detail.original_label}`) : null),
+    el("p", {}, `Latest loss ${fmt(detail.last_loss)} · mean ${fmt(detail.mean_loss)} · max ${fmt(detail.max_loss)} · ${detail.visits} visits`),
+    detail.last_pred !== null ? el("p", {}, `Last prediction: ${names[detail.last_pred] ?? detail.last_pred}`) : null,
+    detail.evicted_epoch !== null ? el("p", { class: "error" }, `Evicted in epoch ${detail.evicted_epoch}`) : null,
+    el("p", { class: "notice" }, detail.source ? `Source: ${detail.source}` : ""),
+  );
+  const classes = el("div", { class: "classes", role: "group", "aria-label": "Relabel as" },
+    names.map((name, i) => el("button", { type: "button", "aria-pressed": i === detail.label ? "true" : "false", "data-class": i, onclick: () => actions.relabel(i) }, `${i < 10 ? `${i}: ` : ""}${name}`)));
+  const reason = el("input", { type: "text", id: "flag-reason", "aria-label": "Flag reason", placeholder: "reason", value: detail.flag_reason ?? "" });
+  const note = el("textarea", { id: "note", "aria-label": "Note" });
+  note.value = detail.note ?? "";
+  const controls = el("div", { class: "viewer" },
+    el("h2", {}, "Label"), classes,
+    el("button", { type: "button", id: "undo", onclick: () => actions.undo() }, "Undo last relabel (u)"),
+    el("h2", {}, "Flag"),
+    el("p", {}, el("button", { type: "button", id: "flag-toggle", onclick: () => actions.flag(!detail.flagged, reason.value) }, detail.flagged ? "Unflag (f)" : "Flag (f)"), " ", reason,
+      detail.flagged ? el("span", { class: "badge flagged" }, `flagged${detail.flag_reason ? `: ${detail.flag_reason}` : ""}`) : null),
+    el("h2", {}, "Note"), note,
+    el("button", { type: "button", id: "save-note", onclick: () => actions.note(note.value) }, "Save note"),
+    el("h2", {}, "History"), historyList(detail),
+  );
+  const charts = el("div", {},
+    el("div", { class: "chart", id: "trajectory-chart", role: "img", "aria-label": "Loss trajectory of this sample" }),
+    el("div", { class: "chart", id: "visits-epoch-chart", role: "img", "aria-label": "Visits of this sample per epoch" }),
+  );
+  container.append(el("div", { class: "sample" }, el("div", {}, viewer, controls), charts));
+  drawTrajectory(detail);
+}
+
+export async function sampleActions(runId, sampleId, refresh, say) {
+  const wrap = (work) => async (...args) => {
+    try { await work(...args); await refresh(); } catch (error) { say(error.message, true); }
+  };
+  const current = () => api.sample(runId, sampleId);
+  return {
+    relabel: wrap(async (label) => { await api.relabel(runId, sampleId, label); say(`Relabelled sample ${sampleId}`); }),
+    undo: wrap(async () => { await api.undo(runId, sampleId); say(`Undid the last relabel of sample ${sampleId}`); }),
+    flag: wrap(async (flagged, reason) => { await api.flag(runId, sampleId, flagged, reason); say(flagged ? `Flagged sample ${sampleId}` : `Unflagged sample ${sampleId}`); }),
+    note: wrap(async (text) => { const d = await current(); await api.relabel(runId, sampleId, d.label, text); say("Note saved"); }),
+  };
+}
