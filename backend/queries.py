@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException
-from sqlalchemy import ColumnElement, and_, func, select, tuple_
+from sqlalchemy import ColumnElement, and_, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from datasetq.store.models import (
@@ -124,16 +124,7 @@ def run_summary(session: Session, context: RunContext) -> schemas.RunSummary:
             )
         )
     evicted = points[-1].evicted_total if points else 0
-    count = select(func.count()).select_from(SampleRecord)
-    flagged = session.execute(
-        count.where(SampleRecord.dataset_id == dataset.id, SampleRecord.flagged)
-    ).scalar_one()
-    relabeled = session.execute(
-        count.where(
-            SampleRecord.dataset_id == dataset.id,
-            SampleRecord.current_label != SampleRecord.original_label,
-        )
-    ).scalar_one()
+    flagged, relabeled = review_counts(session, dataset.id)
     return schemas.RunSummary(
         **run_public(context),
         config={k: v for k, v in (run.config or {}).items() if k != "flipped"},
@@ -146,6 +137,23 @@ def run_summary(session: Session, context: RunContext) -> schemas.RunSummary:
         visit_histogram=histogram,
         ground_truth=ground_truth(session, context, evicted),
     )
+
+
+def review_counts(session: Session, dataset_id: int) -> tuple[int, int]:
+    """Flagged and relabelled samples, read from their partial indexes (not the dataset)."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    counts = []
+    for index, condition in (
+        ("ix_samples_flagged", "flagged"),
+        ("ix_samples_relabeled", "current_label != original_label"),
+    ):
+        # SQLite's planner, without statistics, may prefer the primary key; name the index.
+        hint = f" INDEXED BY {index}" if sqlite else ""
+        statement = text(
+            f"SELECT count(*) FROM samples{hint} WHERE dataset_id = :dataset AND {condition}"
+        )
+        counts.append(int(session.execute(statement, {"dataset": dataset_id}).scalar_one()))
+    return counts[0], counts[1]
 
 
 def ground_truth(session: Session, context: RunContext, evicted: int) -> schemas.GroundTruth | None:

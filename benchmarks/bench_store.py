@@ -140,6 +140,20 @@ def bench_ingest(rows: int, n_samples: int, repeats: int = 3) -> None:
     print(f"  until close() returned (stream + statistics of {n_samples:,} samples): {total:.1f} s")
 
 
+def insert_samples(engine, samples: int, rng: np.random.Generator) -> None:
+    """The dataset's sample rows (labels of 1000 classes), as a registration would."""
+    from datasetq.store.ingest import bulk_insert
+
+    labels = rng.integers(0, 1000, samples).tolist()
+    with engine.begin() as connection:
+        bulk_insert(
+            connection,
+            "samples",
+            ("dataset_id", "sample_id", "original_label", "current_label", "source", "flagged"),
+            zip([1] * samples, range(samples), labels, labels, [None] * samples, [False] * samples, strict=True),
+        )
+
+
 def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
     folder = tempfile.mkdtemp() if keep is None else str(keep)
     path = Path(folder) / "scale.db"
@@ -164,6 +178,7 @@ def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
         )
     rng = np.random.default_rng(0)
     ids = np.arange(samples, dtype=np.int64)
+    insert_samples(engine, samples, rng)
     visits = np.zeros(samples, dtype=np.int64)
     loss_sum = np.zeros(samples)
     loss_max = np.zeros(samples)
