@@ -9,7 +9,9 @@ batch. The training thread never waits on the store: when the queue is full it s
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -25,6 +27,8 @@ from ..store.ingest import store_batch
 __all__ = ["BatchWriter", "DeliveryReport"]
 
 log = logging.getLogger("datasetq.recorder")
+
+WRITER_NICENESS = 10
 
 
 class DeliveryReport:
@@ -127,6 +131,7 @@ class BatchWriter:
     _stop_now = False
 
     def _run(self) -> None:
+        _lower_priority()
         last_idle = 0.0
         while not self._stop_now:
             try:
@@ -226,6 +231,13 @@ class BatchWriter:
             if batch is not None:
                 with self._spill_lock:
                     write_batch(batch, self.spill_dir)
+
+
+def _lower_priority() -> None:
+    """Lets training threads win the CPU over this one (Linux: nice applies per thread)."""
+    # Other platforms, or not permitted: the thread runs at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
 
 
 _REJECTIONS = {"IntegrityError", "DataError", "ProgrammingError"}
