@@ -162,6 +162,7 @@ def run_demo(
             sampler_factory=lambda dataset: HeapqSampler(
                 dataset, shuffle=True, seed=seed, max_visits=max_visits, recorder=recorder
             ),
+            wrap_dataset=recorder.wrap,  # relabels made in the dashboard reach training
         )
     last = history[-1]
     print(

@@ -108,10 +108,13 @@ def train_mnist(
     on_epoch: Callable[[EpochStats, HeapqSampler | None], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     sampler_factory: Callable[[MNISTSplit], HeapqSampler] | None = None,
+    wrap_dataset: Callable[[MNISTSplit], Dataset[Any]] | None = None,
 ) -> list[EpochStats]:
     """Trains the small CNN with (or without) priority sampling; returns per-epoch figures."""
     torch.manual_seed(config.seed)
     train_set, test_set, flipped = make_splits(config)
+    # The loader may read through a wrapper (a Recorder's live labels); the sampler sees the split.
+    served: Dataset[Any] = wrap_dataset(train_set) if wrap_dataset is not None else train_set
     model = model if model is not None else SmallCNN()
     sampler: HeapqSampler | None = None
     if config.priority:
@@ -120,11 +123,11 @@ def train_mnist(
             if sampler_factory is not None
             else HeapqSampler(train_set, shuffle=True, seed=config.seed, **config.sampler_options)
         )
-        loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler)
+        loader = DataLoader(served, batch_size=config.batch_size, sampler=sampler)
     else:
         generator = torch.Generator().manual_seed(config.seed)
         loader = DataLoader(
-            train_set,
+            served,
             batch_size=config.batch_size,
             sampler=RandomSampler(train_set, generator=generator),
         )

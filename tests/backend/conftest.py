@@ -39,33 +39,29 @@ def seed(url: str) -> None:
                     drawn = []
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def seeded_url(request, tmp_path_factory):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'seeded.db'}"
+def seeded_store(kind: str, folder):
+    """Yields the URL of a freshly seeded store: a SQLite file, or a PostgreSQL schema."""
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / 'seeded.db'}"
         seed(url)
         yield url
         return
-    generator = postgres_schema_url()
-    url = next(generator)
+    schema = postgres_schema_url()
+    url = next(schema)
     seed(url)
     yield url
-    generator.close()
+    schema.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def seeded_url(request, tmp_path_factory):
+    yield from seeded_store(request.param, tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(tmp_path, request):
+def fresh_url(request, tmp_path):
     """A seeded store of its own, for tests that write."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fresh.db'}"
-        seed(url)
-        yield url
-        return
-    generator = postgres_schema_url()
-    url = next(generator)
-    seed(url)
-    yield url
-    generator.close()
+    yield from seeded_store(request.param, tmp_path)
 
 
 def query(url: str, sql: str, **params):
