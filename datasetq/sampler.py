@@ -213,6 +213,9 @@ class HeapqSampler(Sampler[int]):
         self._evicted_epochs: I64 = np.empty(0, dtype=np.int64)
         self._queue = PriorityRuns()
         self._queue_built = False
+        # True once the queue may hold an entry whose key is out of date (then pops re-check
+        # keys, and the next epoch rebuilds the queue). Training alone never sets it.
+        self._stale = False
         # Updates received since the last chunk, applied by _flush_pending().
         self._pending: list[tuple[I64, dict[str, npt.NDArray[np.float32]]]] = []
         self._pending_count = 0
@@ -314,6 +317,7 @@ class HeapqSampler(Sampler[int]):
         self._evicted_ids = self._evicted_ids[:0]
         self._evicted_epochs = self._evicted_epochs[:0]
         self._queue.clear()
+        self._stale = False
         self._unscored_cursor = 0
         self._maybe_unscored = True
 
@@ -331,6 +335,7 @@ class HeapqSampler(Sampler[int]):
         if not len(ids):
             return
         self._state[ids] &= ~_EVICTED
+        self._stale = True  # an entry from before its eviction may be valid again
         keep = ~np.isin(self._evicted_ids, ids)
         self._evicted_ids = self._evicted_ids[keep]
         self._evicted_epochs = self._evicted_epochs[keep]
@@ -387,6 +392,8 @@ class HeapqSampler(Sampler[int]):
         previous = self._state[ids]
         self._state[ids] = (previous & ~(_WAITING | _COLD)) | _SCORED
         if self._queue_built:
+            if not self._stale and (previous == _SCORED).any():
+                self._stale = True  # updated while queued: its old entry is out of date
             competing = ids[(previous & _EVICTED) == 0]
             self._queue.push(pack(self._keys(competing), competing))
             if self.size is not None and len(self._queue) > self.size:
@@ -438,7 +445,7 @@ class HeapqSampler(Sampler[int]):
         waiting = np.flatnonzero(self._state & _WAITING)
         self._state[waiting] &= ~_WAITING
         if epoch >= self.start_at:
-            if self._queue_built:
+            if self._queue_built and not self._stale:
                 self._requeue(waiting[(self._state[waiting] & _EVICTED) == 0])
             else:
                 self._build_queue()
@@ -497,8 +504,10 @@ class HeapqSampler(Sampler[int]):
             if not len(entries):
                 break
             ids = unpack_ids(entries)
-            valid = (self._state[ids] == _SCORED) & (self._keys(ids) == unpack_keys(entries))
-            valid[1:] &= entries[1:] != entries[:-1]
+            valid = self._state[ids] == _SCORED
+            if self._stale:
+                valid &= self._keys(ids) == unpack_keys(entries)
+            valid[1:] &= entries[1:] != entries[:-1]  # the same sample pushed twice
             taken = ids[valid]
             if len(taken) > count:  # identical entries made pop return extra ones
                 self._queue.push(entries[valid][count:])
@@ -545,6 +554,8 @@ class HeapqSampler(Sampler[int]):
             else:
                 self._base_cursor = stop
             drawn = window[hits]
+            if self._queue_built and not self._stale and (self._state[drawn] == _SCORED).any():
+                self._stale = True  # drawn here while queued: its entry outlives its key
             self._register(drawn)
             found.append(drawn)
             count -= len(hits)
@@ -555,7 +566,10 @@ class HeapqSampler(Sampler[int]):
         if not len(ids):
             return
         self._visits[ids] += 1
-        self._epoch_visits[ids] = np.minimum(self._epoch_visits[ids], _UINT16_MAX - 1) + 1
+        if self._total < _UINT16_MAX:  # fewer draws per epoch than uint16 holds
+            self._epoch_visits[ids] += 1
+        else:
+            self._epoch_visits[ids] = np.minimum(self._epoch_visits[ids], _UINT16_MAX - 1) + 1
         self._state[ids] |= _WAITING
         if self.max_visits is not None:
             over = ids[self._epoch_visits[ids] >= self.max_visits]
@@ -580,6 +594,7 @@ class HeapqSampler(Sampler[int]):
         eligible = np.flatnonzero(self._state == _SCORED)
         self._queue.build(pack(self._keys(eligible), eligible))
         self._queue_built = True
+        self._stale = False
         if self.size is not None and len(eligible) > self.size:
             self._enforce_size()
 
@@ -605,6 +620,7 @@ class HeapqSampler(Sampler[int]):
         entries, ids = entries[valid], ids[valid]
         self._state[ids[self.size :]] |= _COLD
         self._queue.build(entries[: self.size])
+        self._stale = False
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -691,10 +707,10 @@ class HeapqSampler(Sampler[int]):
         self._reset_epoch(int(state_dict["epoch"]))
         self._queue_built = bool(state_dict["queue_built"])
         if self._queue_built:
-            eligible = np.flatnonzero(self._state == _SCORED)
-            self._queue.build(pack(self._keys(eligible), eligible))
+            self._build_queue()
         else:
             self._queue.clear()
+            self._stale = False
         self._base_round = int(state_dict["base_round"])
         self._base_cursor = int(state_dict["base_cursor"])
         self._unscored_cursor = int(state_dict["unscored_cursor"])

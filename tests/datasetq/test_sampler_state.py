@@ -253,3 +253,55 @@ def test_readable_state_is_read_only():
     sampler = HeapqSampler(range(4), seed=0)
     with pytest.raises(ValueError, match="read-only"):
         sampler.visits[0] = 5
+
+
+def assert_queue_consistent(sampler):
+    """Unless the sampler knows its queue may be stale, every live entry has its current key."""
+    from datasetq._priority_queue import unpack_ids, unpack_keys
+    from datasetq.sampler import _SCORED
+
+    if sampler._stale or not sampler._queue_built:
+        return
+    entries = sampler._queue.entries()
+    ids = unpack_ids(entries)
+    live = sampler._state[ids] == _SCORED
+    assert (sampler._keys(ids[live]) == unpack_keys(entries[live])).all()
+    # And every competing scored sample has an entry.
+    competing = np.flatnonzero(sampler._state == _SCORED)
+    assert set(competing.tolist()) <= set(ids[live].tolist())
+
+
+@given(
+    options=options_strategy(),
+    n=st.integers(5, 30),
+    operations=st.lists(
+        st.tuples(
+            st.sampled_from(["draw", "update_any", "evict", "reinstate", "epoch"]),
+            st.integers(0, 10_000),
+        ),
+        max_size=40,
+    ),
+)
+def test_queue_entries_never_silently_stale(options, n, operations):
+    sampler = HeapqSampler(range(n), seed=1, **options)
+    iterator = iter(sampler)
+    rng = np.random.default_rng(0)
+    try:
+        for operation, value in operations:
+            if operation == "draw":
+                drawn = list(itertools.islice(iterator, 1 + value % 7))
+                if drawn:
+                    sampler.update(drawn, {"loss": rng.random(len(drawn))})
+            elif operation == "update_any":  # losses for samples that were not just drawn
+                ids = rng.integers(0, n, 1 + value % 5)
+                sampler.update(ids, {"loss": rng.random(len(ids))})
+            elif operation == "evict":
+                sampler.evict([value % n])
+            elif operation == "reinstate":
+                sampler.reinstate([value % n])
+            else:
+                iterator = iter(sampler)
+            sampler._flush_pending()
+            assert_queue_consistent(sampler)
+    except AllSamplesEvictedError:
+        pass
