@@ -14,19 +14,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.engine import make_url
 
-from ..errors import StoreError
 from ..sampler import HeapqSampler, SamplerListener
 from ..store.batches import Batch
 from ..store.engine import create_store_engine, is_sqlite
-from ..store.ingest import bulk_insert, now
+from ..store.ingest import now
 from ..store.migrations import ensure_schema
 from ..store.models import (
-    DatasetRecord,
     DecisionRecord,
-    IngestBatchRecord,
     LabelChangeRecord,
     RunRecord,
     SampleRecord,
@@ -34,6 +31,7 @@ from ..store.models import (
 )
 from .aggregate import aggregate_epoch, epoch_summary
 from .live_labels import LiveLabels
+from .registration import next_seq, register_dataset, register_run
 from .registry import DatasetDescription, describe_dataset
 from .writer import BatchWriter, DeliveryReport
 
@@ -173,11 +171,11 @@ class Recorder(SamplerListener):
         try:
             ensure_schema(engine, self.url, create=True)
             with engine.begin() as connection:
-                self.dataset_id = _register_dataset(connection, self.description)
-                self.run_id = _register_run(
+                self.dataset_id = register_dataset(connection, self.description)
+                self.run_id = register_run(
                     connection, self.run_name, self.dataset_id, self.config, self.record_visits
                 )
-                self._seq = _next_seq(connection, self.run_id)
+                self._seq = next_seq(connection, self.run_id)
                 self._restore(connection)
         except Exception:
             engine.dispose()
@@ -496,80 +494,3 @@ def _default_spill_dir(url: str) -> Path:
         if database and database != ":memory:":
             return Path(database).resolve().parent / (Path(database).name + ".spill")
     return Path.cwd() / "datasetq-spill"
-
-
-def _register_dataset(connection: Any, description: DatasetDescription) -> int:
-    existing = connection.execute(
-        select(DatasetRecord.id, DatasetRecord.fingerprint, DatasetRecord.num_samples).where(
-            DatasetRecord.name == description.name
-        )
-    ).one_or_none()
-    if existing is not None:
-        if existing.fingerprint != description.fingerprint:
-            raise StoreError(
-                f"a different dataset is registered as {description.name!r} "
-                f"({existing.num_samples} samples); pass dataset_name= to register this one"
-            )
-        return int(existing.id)
-    dataset_id = int(
-        connection.execute(
-            insert(DatasetRecord)
-            .values(
-                name=description.name,
-                num_samples=description.num_samples,
-                class_names=description.class_names,
-                render=description.render,
-                fingerprint=description.fingerprint,
-                created_at=now(),
-            )
-            .returning(DatasetRecord.id)
-        ).scalar_one()
-    )
-    n = description.num_samples
-    labels = description.labels
-    label_list: list[Any] = labels.tolist() if labels is not None else [None] * n
-    sources: list[Any] = description.sources if description.sources is not None else [None] * n
-    bulk_insert(
-        connection,
-        "samples",
-        ("dataset_id", "sample_id", "original_label", "current_label", "source", "flagged"),
-        zip([dataset_id] * n, range(n), label_list, label_list, sources, [False] * n, strict=True),
-    )
-    return dataset_id
-
-
-def _register_run(
-    connection: Any, name: str, dataset_id: int, config: dict[str, Any], record_visits: bool
-) -> int:
-    existing = connection.execute(
-        select(RunRecord.id, RunRecord.dataset_id).where(RunRecord.name == name)
-    ).one_or_none()
-    stamp = now()
-    if existing is not None:
-        if existing.dataset_id != dataset_id:
-            raise StoreError(f"run {name!r} exists and records another dataset; choose a new name")
-        connection.execute(
-            update(RunRecord)
-            .where(RunRecord.id == existing.id)
-            .values(status="running", heartbeat_at=stamp, ended_at=None)
-        )
-        return int(existing.id)
-    connection.execute(
-        insert(RunRecord).values(
-            name=name,
-            dataset_id=dataset_id,
-            config={**config, "record_visits": record_visits},
-            status="running",
-            started_at=stamp,
-            heartbeat_at=stamp,
-            epochs=0,
-        )
-    )
-    return int(connection.execute(select(RunRecord.id).where(RunRecord.name == name)).scalar_one())
-
-
-def _next_seq(connection: Any, run_id: int) -> int:
-    last = connection.execute(
-        select(func.max(IngestBatchRecord.seq)).where(IngestBatchRecord.run_id == run_id)
-    ).scalar_one()
-    return 0 if last is None else int(last) + 1

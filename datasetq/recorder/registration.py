@@ -1,0 +1,91 @@
+"""Registering a dataset and a run in the store (the first thing a Recorder does)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from ..errors import StoreError
+from ..store.ingest import bulk_insert, now
+from ..store.models import DatasetRecord, IngestBatchRecord, RunRecord
+from .registry import DatasetDescription
+
+__all__ = ["next_seq", "register_dataset", "register_run"]
+
+
+def register_dataset(connection: Any, description: DatasetDescription) -> int:
+    existing = connection.execute(
+        select(DatasetRecord.id, DatasetRecord.fingerprint, DatasetRecord.num_samples).where(
+            DatasetRecord.name == description.name
+        )
+    ).one_or_none()
+    if existing is not None:
+        if existing.fingerprint != description.fingerprint:
+            raise StoreError(
+                f"a different dataset is registered as {description.name!r} "
+                f"({existing.num_samples} samples); pass dataset_name= to register this one"
+            )
+        return int(existing.id)
+    dataset_id = int(
+        connection.execute(
+            insert(DatasetRecord)
+            .values(
+                name=description.name,
+                num_samples=description.num_samples,
+                class_names=description.class_names,
+                render=description.render,
+                fingerprint=description.fingerprint,
+                created_at=now(),
+            )
+            .returning(DatasetRecord.id)
+        ).scalar_one()
+    )
+    n = description.num_samples
+    labels = description.labels
+    label_list: list[Any] = labels.tolist() if labels is not None else [None] * n
+    sources: list[Any] = description.sources if description.sources is not None else [None] * n
+    bulk_insert(
+        connection,
+        "samples",
+        ("dataset_id", "sample_id", "original_label", "current_label", "source", "flagged"),
+        zip([dataset_id] * n, range(n), label_list, label_list, sources, [False] * n, strict=True),
+    )
+    return dataset_id
+
+
+def register_run(
+    connection: Any, name: str, dataset_id: int, config: dict[str, Any], record_visits: bool
+) -> int:
+    existing = connection.execute(
+        select(RunRecord.id, RunRecord.dataset_id).where(RunRecord.name == name)
+    ).one_or_none()
+    stamp = now()
+    if existing is not None:
+        if existing.dataset_id != dataset_id:
+            raise StoreError(f"run {name!r} exists and records another dataset; choose a new name")
+        connection.execute(
+            update(RunRecord)
+            .where(RunRecord.id == existing.id)
+            .values(status="running", heartbeat_at=stamp, ended_at=None)
+        )
+        return int(existing.id)
+    connection.execute(
+        insert(RunRecord).values(
+            name=name,
+            dataset_id=dataset_id,
+            config={**config, "record_visits": record_visits},
+            status="running",
+            started_at=stamp,
+            heartbeat_at=stamp,
+            epochs=0,
+        )
+    )
+    return int(connection.execute(select(RunRecord.id).where(RunRecord.name == name)).scalar_one())
+
+
+def next_seq(connection: Any, run_id: int) -> int:
+    last = connection.execute(
+        select(func.max(IngestBatchRecord.seq)).where(IngestBatchRecord.run_id == run_id)
+    ).scalar_one()
+    return 0 if last is None else int(last) + 1
