@@ -91,12 +91,13 @@ def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path):
     else:
         urls = postgres_schema_url()
     url = next(urls)
+    stop = threading.Event()
+    processes: list[subprocess.Popen] = []
     try:
         from datasetq.store.migrations import upgrade
 
         upgrade(url)
         engine = create_store_engine(url)
-        stop = threading.Event()
         reads = []
 
         def reader() -> None:  # a dashboard reading while everybody writes
@@ -108,7 +109,7 @@ def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path):
 
         thread = threading.Thread(target=reader)
         thread.start()
-        processes = [
+        processes += [
             worker(
                 url,
                 f"writer-{i}",
@@ -142,6 +143,11 @@ def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path):
         assert_batches_complete(engine)
         engine.dispose()
     finally:
+        stop.set()  # the reader stops before its store goes away
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
         urls.close()
 
 
