@@ -40,14 +40,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return run_serve(args.db, args.host, args.port)
     if args.command == "demo":
-        return run_demo(
-            args.epochs,
-            args.noise,
-            args.max_visits,
-            args.seed,
-            args.db,
-            serve=None if args.no_serve else (args.host, args.port),
-        )
+        from .errors import StoreError
+
+        try:
+            return run_demo(
+                args.epochs,
+                args.noise,
+                args.max_visits,
+                args.seed,
+                args.db,
+                serve=None if args.no_serve else (args.host, args.port),
+            )
+        except StoreError as error:
+            print(f"datasetq demo: {error}", file=sys.stderr)
+            return 1
     if args.command == "db":
         return run_db_upgrade(args.db)
     return 2  # pragma: no cover - argparse rejects unknown commands

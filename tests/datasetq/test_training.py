@@ -115,3 +115,16 @@ def test_demo_command_prints_epochs_and_records(capsys, tmp_path):
     connection.close()
     lines = [line for line in out.splitlines() if line.strip().startswith("0 ")]
     assert len(lines) == 1
+
+
+def test_demo_refuses_a_database_that_is_behind_with_a_message(tmp_path, capsys):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+    connection.execute("INSERT INTO alembic_version VALUES ('0001')")
+    connection.commit()
+    connection.close()
+    assert main(["demo", "--epochs", "1", "--db", f"sqlite:///{path}", "--no-serve"]) == 1
+    assert "run `datasetq db upgrade --db" in capsys.readouterr().err
