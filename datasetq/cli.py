@@ -125,7 +125,8 @@ def run_demo(
         seed=seed,
         sampler_options={"max_visits": max_visits},
     )
-    train_set, _, flipped = make_splits(config)
+    splits = make_splits(config)
+    train_set, _, flipped = splits
     print(
         f"datasetq demo: small CNN on {config.train_size} embedded MNIST digits, "
         f"{noise:.0%} labels flipped, priority sampling with max_visits={max_visits}"
@@ -169,6 +170,7 @@ def run_demo(
                 dataset, shuffle=True, seed=seed, max_visits=max_visits, recorder=recorder
             ),
             wrap_dataset=recorder.wrap,  # relabels made in the dashboard reach training
+            splits=splits,
         )
     last = history[-1]
     print(

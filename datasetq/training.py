@@ -109,10 +109,12 @@ def train_mnist(
     on_step: Callable[[int, int], None] | None = None,
     sampler_factory: Callable[[MNISTSplit], HeapqSampler] | None = None,
     wrap_dataset: Callable[[MNISTSplit], Dataset[Any]] | None = None,
+    splits: tuple[MNISTSplit, MNISTSplit, npt.NDArray[np.int64]] | None = None,
 ) -> list[EpochStats]:
     """Trains the small CNN with (or without) priority sampling; returns per-epoch figures."""
     torch.manual_seed(config.seed)
-    train_set, test_set, flipped = make_splits(config)
+    # ``splits``: what make_splits(config) returned, when the caller already has it.
+    train_set, test_set, flipped = splits if splits is not None else make_splits(config)
     # The loader may read through a wrapper (a Recorder's live labels); the sampler sees the split.
     served: Dataset[Any] = wrap_dataset(train_set) if wrap_dataset is not None else train_set
     model = model if model is not None else SmallCNN()

@@ -140,7 +140,8 @@ class Recorder(SamplerListener):
         self._visit_losses: list[npt.NDArray[np.float32]] = []
         self._visit_rows = 0
         self._last_flush = time.monotonic()
-        self._evicted_seen = 0
+        # Evicted at the last recorded epoch: a reinstated one needs its row rewritten.
+        self._evicted_before: I64 = np.empty(0, np.int64)
         self._last_pred: npt.NDArray[np.int64] = np.full(n, -1, dtype=np.int64)
         self._last_margin = np.full(n, np.nan, dtype=np.float64)
         self._loss_sum = np.zeros(n, dtype=np.float64)
@@ -337,8 +338,8 @@ class Recorder(SamplerListener):
         evicted_epoch[evicted_ids] = evicted_epochs
         new_evictions = evicted_ids[evicted_epochs == epoch]
         # Rows for every sample whose state changed: reported this epoch, or evicted, or freed.
-        changed = np.union1d(touched, np.union1d(evicted_ids, self._previously_evicted()))
-        self._evicted_now = evicted_ids
+        changed = np.union1d(touched, np.union1d(evicted_ids, self._evicted_before))
+        self._evicted_before = evicted_ids
         visits = sampler.visits
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = self._loss_sum[changed] / self._loss_reports[changed]
@@ -382,11 +383,6 @@ class Recorder(SamplerListener):
         )
         if len(new_evictions):
             self._next_batch("evictions", {"epoch": epoch}, {"sample_id": new_evictions})
-
-    _evicted_now: I64 = np.empty(0, np.int64)
-
-    def _previously_evicted(self) -> I64:
-        return self._evicted_now
 
     def _apply_decisions(self, sampler: HeapqSampler) -> None:
         """Applies dashboard decisions fetched by the writer thread (no I/O here)."""

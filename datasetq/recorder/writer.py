@@ -88,6 +88,9 @@ class BatchWriter:
         self.last_error: str | None = None
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=queue_size)
         self._spill_lock = threading.Lock()
+        # Batches waiting in the spill folder, counted here so the writer's loop need not list
+        # the folder; files a previous process left are counted once, now.
+        self._spilled = len(self.pending_files())
         self._store_down_until = 0.0
         self._thread = threading.Thread(target=self._run, name="datasetq-writer", daemon=True)
         self._thread.start()
@@ -98,8 +101,7 @@ class BatchWriter:
         try:
             self._queue.put_nowait(batch)
         except queue.Full:
-            with self._spill_lock:
-                write_batch(batch, self.spill_dir)
+            self._spill(batch)
 
     def close(self, timeout: float) -> DeliveryReport:
         """Delivers what it can within ``timeout`` seconds; the rest stays in the spill folder."""
@@ -126,6 +128,15 @@ class BatchWriter:
             return []
         return sorted(self.spill_dir.glob("*.npz"))
 
+    def _spill(self, batch: Batch) -> None:
+        with self._spill_lock:
+            write_batch(batch, self.spill_dir)
+            self._spilled += 1
+
+    def _unspilled(self) -> None:
+        with self._spill_lock:
+            self._spilled -= 1
+
     # ------------------------------------------------------------ writer thread
     _deadline = float("inf")
     _stop_now = False
@@ -143,7 +154,7 @@ class BatchWriter:
                 closing = batch is None
             if batch is not None:
                 self._deliver(batch)
-            if self.pending_files() and time.monotonic() >= self._store_down_until:
+            if self._spilled and time.monotonic() >= self._store_down_until:
                 self._replay()
             now = time.monotonic()
             if self.on_idle is not None and (now - last_idle >= self.idle_interval or closing):
@@ -158,22 +169,19 @@ class BatchWriter:
 
     def _finish(self) -> None:
         """On close: retry the spill until it is delivered or the deadline passes."""
-        while self.pending_files() and time.monotonic() < self._deadline and not self._stop_now:
+        while self._spilled and time.monotonic() < self._deadline and not self._stop_now:
             if not self._replay():
                 time.sleep(min(self.retry_interval, max(0.0, self._deadline - time.monotonic())))
 
     def _deliver(self, batch: Batch) -> None:
-        if self.pending_files():  # keep order: nothing overtakes the spill
-            with self._spill_lock:
-                write_batch(batch, self.spill_dir)
+        if self._spilled:  # keep order: nothing overtakes the spill
+            self._spill(batch)
             return
         outcome = self._store(batch)
         if outcome is False:
-            with self._spill_lock:
-                write_batch(batch, self.spill_dir)
+            self._spill(batch)
         elif outcome is None:
-            with self._spill_lock:
-                path = write_batch(batch, self.spill_dir)
+            path = write_batch(batch, self.spill_dir)
             path.rename(path.with_suffix(".rejected"))
 
     def _replay(self) -> bool:
@@ -186,6 +194,7 @@ class BatchWriter:
                     "datasetq recorder: unreadable spill file %s kept aside: %s", path, error
                 )
                 path.rename(path.with_suffix(".bad"))
+                self._unspilled()
                 continue
             outcome = self._store(batch)
             if outcome is False:
@@ -194,6 +203,7 @@ class BatchWriter:
                 path.rename(path.with_suffix(".rejected"))
             else:
                 path.unlink(missing_ok=True)
+            self._unspilled()
         return True
 
     def _store(self, batch: Batch) -> bool | None:
@@ -229,8 +239,7 @@ class BatchWriter:
             except queue.Empty:
                 return
             if batch is not None:
-                with self._spill_lock:
-                    write_batch(batch, self.spill_dir)
+                self._spill(batch)
 
 
 def _lower_priority() -> None:

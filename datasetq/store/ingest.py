@@ -95,15 +95,25 @@ def _store_visits(connection: Connection, run_id: int, batch: Batch) -> None:
     bulk_insert(connection, "visits", ("run_id", "epoch", "sample_id", "loss"), rows)
 
 
+def _id_blocks(ids: Any) -> tuple[Any, Any]:
+    """Each sample's id block, and where each block's run of samples starts (ids sorted)."""
+    blocks = ids // VISIT_BLOCK
+    return blocks, np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+
+
 def _store_visit_blocks(
-    connection: Connection, run_id: int, epoch: int, ids: Any, offsets: Any, losses: Any
+    connection: Connection,
+    run_id: int,
+    epoch: int,
+    blocks: Any,
+    starts: Any,
+    offsets: Any,
+    losses: Any,
 ) -> None:
     """Cuts the epoch's per-visit losses (grouped by id) into one blob per id block."""
-    if not len(ids):
+    if not len(blocks):
         return
-    blocks = ids // VISIT_BLOCK
-    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
-    ends = np.r_[starts[1:], len(ids)]
+    ends = np.r_[starts[1:], len(blocks)]
     first_visit = np.r_[offsets, len(losses)]  # offsets index the epoch-wide visit array
     data = np.ascontiguousarray(losses, dtype="<f4")
     rows = [
@@ -123,6 +133,8 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
     a = batch.arrays
     epoch = int(batch.meta["epoch"])
     count = len(a["epoch_ids"])
+    offsets = a["epoch_offsets"]
+    blocks, starts = _id_blocks(a["epoch_ids"])
     # An upsert: a run continued without its checkpoint records its epochs again.
     bulk_upsert(
         connection,
@@ -134,16 +146,14 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
             [epoch] * count,
             a["epoch_ids"].tolist(),
             a["epoch_visits"].tolist(),
-            (a["epoch_offsets"] - _block_starts(a["epoch_ids"], a["epoch_offsets"])).tolist(),
+            (offsets - _block_first_visit(starts, offsets)).tolist(),
             _nullable(a["epoch_last"]),
             _nullable(a["epoch_mean"]),
             _nullable(a["epoch_max"]),
             strict=True,
         ),
     )
-    _store_visit_blocks(
-        connection, run_id, epoch, a["epoch_ids"], a["epoch_offsets"], a["epoch_losses"]
-    )
+    _store_visit_blocks(connection, run_id, epoch, blocks, starts, offsets, a["epoch_losses"])
     count = len(a["state_ids"])
     state_rows = zip(
         [run_id] * count,
@@ -197,13 +207,11 @@ def _store_evictions(connection: Connection, run_id: int, batch: Batch) -> None:
     bulk_insert(connection, "evictions", ("run_id", "sample_id", "epoch", "reinstated"), rows)
 
 
-def _block_starts(ids: Any, offsets: Any) -> Any:
+def _block_first_visit(starts: Any, offsets: Any) -> Any:
     """For each sample, the epoch-wide offset of the first visit of its id block."""
-    if not len(ids):
+    if not len(offsets):
         return offsets
-    blocks = ids // VISIT_BLOCK
-    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
-    owner = np.searchsorted(starts, np.arange(len(ids)), side="right") - 1
+    owner = np.searchsorted(starts, np.arange(len(offsets)), side="right") - 1
     return offsets[starts][owner]
 
 
