@@ -19,7 +19,14 @@ from .datasets import EmbeddedMNIST
 from .models import SmallCNN
 from .sampler import HeapqSampler
 
-__all__ = ["EpochStats", "MNISTSplit", "TrainConfig", "flip_labels", "train_mnist"]
+__all__ = [
+    "EpochStats",
+    "MNISTSplit",
+    "TrainConfig",
+    "flip_labels",
+    "margin_and_prediction",
+    "train_mnist",
+]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -107,11 +114,16 @@ def train_mnist(
     model: nn.Module | None = None,
     on_epoch: Callable[[EpochStats, HeapqSampler | None], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    on_batch: Callable[[torch.Tensor, dict[str, torch.Tensor]], None] | None = None,
     sampler_factory: Callable[[MNISTSplit], HeapqSampler] | None = None,
     wrap_dataset: Callable[[MNISTSplit], Dataset[Any]] | None = None,
     splits: tuple[MNISTSplit, MNISTSplit, npt.NDArray[np.int64]] | None = None,
 ) -> list[EpochStats]:
-    """Trains the small CNN with (or without) priority sampling; returns per-epoch figures."""
+    """Trains the small CNN with (or without) priority sampling; returns per-epoch figures.
+
+    Each step reports ``loss``, ``margin`` and ``pred`` per sample to the sampler (a Recorder
+    stores the latest margin and prediction) and to ``on_batch(index, metrics)``.
+    """
     torch.manual_seed(config.seed)
     # ``splits``: what make_splits(config) returned, when the caller already has it.
     train_set, test_set, flipped = splits if splits is not None else make_splits(config)
@@ -142,12 +154,16 @@ def train_mnist(
         model.train()
         total, draws, visited = 0.0, 0, torch.zeros(len(train_set), dtype=torch.bool)
         for step, (index, (data, target)) in enumerate(loader):
-            loss = F.nll_loss(model(data), target, reduction="none")
+            output = model(data)
+            loss = F.nll_loss(output, target, reduction="none")
             optimizer.zero_grad()
             loss.mean().backward()  # type: ignore[no-untyped-call]
             optimizer.step()
+            metrics = {"loss": loss.detach(), **margin_and_prediction(output.detach(), target)}
             if sampler is not None:
-                sampler.update(index, {"loss": loss.detach()})
+                sampler.update(index, metrics)
+            if on_batch is not None:
+                on_batch(index, metrics)
             total += float(loss.detach().sum())
             draws += len(index)
             visited[index] = True
@@ -172,6 +188,16 @@ def train_mnist(
         if on_epoch is not None:
             on_epoch(stats, sampler)
     return history
+
+
+def margin_and_prediction(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The AUM-style margin (given label's logit minus the largest other) and the prediction.
+
+    ``output`` may be logits or log-probabilities: the margin is the same for both.
+    """
+    given = output.gather(1, target.unsqueeze(1)).squeeze(1)
+    others = output.scatter(1, target.unsqueeze(1), float("-inf"))
+    return {"margin": given - others.max(dim=1).values, "pred": output.argmax(dim=1).float()}
 
 
 @torch.no_grad()

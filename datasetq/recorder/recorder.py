@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from ..sampler import HeapqSampler, SamplerListener
 from ..store.batches import Batch
@@ -171,13 +172,7 @@ class Recorder(SamplerListener):
         engine = create_store_engine(self.url, write=True, lock_timeout=self.lock_timeout)
         try:
             ensure_schema(engine, self.url, create=True)
-            with engine.begin() as connection:
-                self.dataset_id = register_dataset(connection, self.description)
-                self.run_id = register_run(
-                    connection, self.run_name, self.dataset_id, self.config, self.record_visits
-                )
-                self._seq = next_seq(connection, self.run_id)
-                self._restore(connection)
+            run_id = self._register(engine)
         except Exception:
             engine.dispose()
             raise
@@ -186,13 +181,13 @@ class Recorder(SamplerListener):
         database_key = hashlib.sha256(
             make_url(self.url).render_as_string(hide_password=True).encode()
         ).hexdigest()[:12]
-        run_spill = self.spill_dir / f"{database_key}-run-{self.run_id}"
+        run_spill = self.spill_dir / f"{database_key}-run-{run_id}"
         # Batches a previous process left in the spill keep their keys; new ones come after.
         spilled = [int(p.name.split("-")[0]) for p in run_spill.glob("*.npz")]
         self._seq = max([self._seq, *(s + 1 for s in spilled)])
         self._writer = BatchWriter(
             engine,
-            self.run_id,
+            run_id,
             run_spill,
             idle_interval=1.0,
             retry_interval=self.retry_interval,
@@ -200,6 +195,27 @@ class Recorder(SamplerListener):
         )
         self._opened = True
         return self
+
+    def _register(self, engine: Engine) -> int:
+        # Recorders started together (one per rank, or a sweep) race to register the same
+        # dataset; the loser's insert violates the unique name, and its retry finds the row.
+        for _ in range(2):
+            try:
+                return self._register_once(engine)
+            except IntegrityError:
+                continue
+        return self._register_once(engine)
+
+    def _register_once(self, engine: Engine) -> int:
+        with engine.begin() as connection:
+            dataset_id = register_dataset(connection, self.description)
+            run_id = register_run(
+                connection, self.run_name, dataset_id, self.config, self.record_visits
+            )
+            self._seq = next_seq(connection, run_id)
+            self._restore(connection)
+        self.dataset_id, self.run_id = dataset_id, run_id
+        return run_id
 
     def close(self, status: str = "finished") -> DeliveryReport | None:
         """Flushes what is buffered and waits up to ``close_timeout`` for delivery.

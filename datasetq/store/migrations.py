@@ -63,7 +63,12 @@ def ensure_schema(engine: Engine, url: str, *, create: bool) -> None:
     if current == head:
         return
     if current is None and create and not inspect(engine).get_table_names():
-        upgrade(url)
+        try:
+            upgrade(url)
+        except Exception:
+            # Another process created the schema at the same moment: that is fine.
+            if current_revision(engine) != head:
+                raise
         return
     shown = "no datasetq schema" if current is None else f"schema revision {current}"
     raise StoreError(

@@ -93,6 +93,8 @@ def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path):
     url = next(urls)
     stop = threading.Event()
     processes: list[subprocess.Popen] = []
+    engine = None
+    thread = None
     try:
         from datasetq.store.migrations import upgrade
 
@@ -141,13 +143,16 @@ def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path):
                 ).scalar_one()
                 assert stored == result["submitted"]  # 0 lost, 0 duplicated
         assert_batches_complete(engine)
-        engine.dispose()
     finally:
         stop.set()  # the reader stops before its store goes away
+        if thread is not None:
+            thread.join()
         for process in processes:
             if process.poll() is None:
                 process.kill()
                 process.communicate()
+        if engine is not None:
+            engine.dispose()
         urls.close()
 
 

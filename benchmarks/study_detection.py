@@ -1,0 +1,226 @@
+"""Label-noise detection: the scores one datasetq run records against cleanlab on 5-fold
+cross-validated predicted probabilities from the same model.
+
+At each noise level and seed it trains 5 folds (random order, the study's optimiser) and takes
+out-of-fold probabilities after 1, 2, 4, ... epochs, so cleanlab is measured at several
+training budgets; datasetq's scores come from the MNIST study's runs (trained if missing).
+Compute is counted in training sample passes (forward + backward of one sample).
+Prints tables and saves docs/study/detection-<model>.png. Needs the ``study`` extra:
+
+    .venv/bin/pip install -e '.[study]'
+    .venv/bin/python benchmarks/study_detection.py [--seeds 3 --epochs 10 --model small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from cleanlab.filter import find_label_issues
+from cleanlab.rank import get_label_quality_scores
+from sklearn.model_selection import StratifiedKFold
+from study_common import MODELS, RESULTS, RunCache, RunKey, detection_figures, mean_sd
+
+from datasetq.training import MNISTSplit, TrainConfig, make_splits, train_mnist
+
+SCORED_CONFIGS = ["random", "heap", "heap max_visits=10", "heap max_visits=25"]
+SCORES = ["mean loss", "AUM margin", "latest loss", "visits", "evicted"]
+
+
+def checkpoints(epochs: int) -> list[int]:
+    marks = {1, epochs}
+    mark = 2
+    while mark < epochs:
+        marks.add(mark)
+        mark *= 2
+    return sorted(marks)
+
+
+def cross_validated_probabilities(
+    noise: float, seed: int, epochs: int, model: str
+) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray, int]:
+    """Out-of-fold predicted probabilities after each checkpoint epoch, the noisy labels, the
+    truth, and the training sample passes of one epoch over all folds."""
+    config = TrainConfig(epochs=epochs, noise=noise, seed=seed, priority=False)
+    train_set, _, flipped = make_splits(config)
+    labels = train_set.labels.numpy()
+    truth = np.zeros(len(labels), dtype=bool)
+    truth[flipped] = True
+    marks = checkpoints(epochs)
+    probabilities = {mark: np.zeros((len(labels), 10)) for mark in marks}
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    passes_per_epoch = 0
+    for fold, (fit, held) in enumerate(folds.split(np.zeros(len(labels)), labels)):
+        fit_set = MNISTSplit(train_set.source_ids[fit], labels[fit])
+        held_set = MNISTSplit(train_set.source_ids[held], labels[held])
+        net = MODELS[model]()
+        passes_per_epoch += len(fit)
+
+        def on_epoch(
+            stats: Any, _: Any, net: Any = net, held: Any = held, held_set: Any = held_set
+        ) -> None:
+            if stats.epoch + 1 in probabilities:
+                net.eval()
+                with torch.no_grad():
+                    out = net(held_set.images).exp().numpy()
+                probabilities[stats.epoch + 1][held] = out
+
+        fold_config = TrainConfig(
+            epochs=epochs, train_size=len(fit), seed=seed * 10 + fold, priority=False
+        )
+        train_mnist(
+            fold_config,
+            model=net,
+            on_epoch=on_epoch,
+            splits=(fit_set, held_set, np.zeros(0, dtype=np.int64)),
+        )
+    return probabilities, labels, truth, passes_per_epoch
+
+
+def cleanlab_figures(
+    probabilities: np.ndarray, labels: np.ndarray, truth: np.ndarray
+) -> dict[str, dict[str, float]]:
+    issues = find_label_issues(labels, probabilities)
+    quality = get_label_quality_scores(labels, probabilities, method="self_confidence")
+    disagree = probabilities.argmax(axis=1) != labels
+    k = int(truth.sum())
+    ranked = np.zeros(len(labels), dtype=bool)
+    ranked[np.argsort(quality, kind="stable")[:k]] = True
+    return {
+        "cleanlab find_label_issues": detection_figures(-quality, truth, issues),
+        "cleanlab self-confidence (top k)": detection_figures(-quality, truth, ranked),
+        "CV prediction != label": detection_figures(disagree.astype(float), truth, disagree),
+    }
+
+
+def cleanlab_cached(noise: float, seed: int, epochs: int, model: str) -> dict[str, Any]:
+    path = RESULTS / "cleanlab.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    name = f"noise={noise}|seed={seed}|epochs={epochs}|model={model}"
+    if name not in cache:
+        probabilities, labels, truth, passes = cross_validated_probabilities(
+            noise, seed, epochs, model
+        )
+        cache[name] = {
+            str(mark): {"passes": passes * mark, **cleanlab_figures(probs, labels, truth)}
+            for mark, probs in probabilities.items()
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        print(f"  cross-validated {name}", flush=True)
+    return cache[name]
+
+
+def fmt(values: list[float]) -> str:
+    return mean_sd(values).replace(" ± ", "±")
+
+
+def report(noise: float, seeds: int, epochs: int, model: str, cache: RunCache) -> dict[str, Any]:
+    cleanlab = [cleanlab_cached(noise, seed, epochs, model) for seed in range(seeds)]
+    runs = {
+        config: [cache.get(RunKey(config, noise, seed, epochs, model)) for seed in range(seeds)]
+        for config in SCORED_CONFIGS
+    }
+    print(f"\nlabel noise {noise:.0%}: {model} model, {seeds} seeds, mean±sd")
+    print("| method | epochs | sample passes | AUROC | precision | recall | F1 | flagged |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mark in sorted(cleanlab[0], key=int):
+        for method in cleanlab[0][mark]:
+            if method == "passes":
+                continue
+            rows = [c[mark][method] for c in cleanlab]
+            print(
+                f"| {method} | 5 folds x {mark} | {cleanlab[0][mark]['passes']} | "
+                + " | ".join(
+                    fmt([r[f] for r in rows])
+                    for f in ("auroc", "precision", "recall", "f1", "flagged")
+                )
+                + " |"
+            )
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for config, config_runs in runs.items():
+        methods = [*SCORES, "last prediction != label"]
+        for method in methods:
+            auroc = np.array(
+                [[e["detection"][method]["auroc"] for e in run["epochs"]] for run in config_runs]
+            )
+            passes = np.array(
+                [[e["cumulative_draws"] for e in run["epochs"]] for run in config_runs]
+            )
+            curves[f"datasetq {config}: {method}"] = (passes.mean(axis=0), auroc.mean(axis=0))
+            for epoch in sorted({0, 1, epochs - 1}):
+                rows = [run["epochs"][epoch]["detection"][method] for run in config_runs]
+                print(
+                    f"| datasetq {config}: {method} | {epoch + 1} | {passes[:, epoch].mean():.0f} | "
+                    + " | ".join(
+                        fmt([r[f] for r in rows])
+                        for f in ("auroc", "precision", "recall", "f1", "flagged")
+                    )
+                    + " |"
+                )
+    reference = np.mean(
+        [c[str(epochs)]["cleanlab self-confidence (top k)"]["auroc"] for c in cleanlab]
+    )
+    reference_passes = cleanlab[0][str(epochs)]["passes"]
+    print(
+        f"\ncleanlab self-confidence AUROC at 5 folds x {epochs} epochs: {reference:.4f} "
+        f"({reference_passes} sample passes). Fewest one-run passes reaching it:"
+    )
+    for name, (passes, auroc) in curves.items():
+        reached = np.flatnonzero(auroc >= reference)
+        if len(reached):
+            first = passes[reached[0]]
+            print(f"  {name}: {first:.0f} passes = 1/{reference_passes / first:.1f} of cleanlab's")
+    return {"cleanlab": cleanlab, "curves": curves}
+
+
+def plot(results: dict[float, dict[str, Any]], path: str) -> None:
+    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for axis, (noise, result) in zip(axes[0], results.items(), strict=True):
+        for name, (passes, auroc) in result["curves"].items():
+            if name.endswith(("mean loss", "AUM margin")) and "max_visits=25" not in name:
+                axis.plot(passes, auroc, marker=".", label=name.replace("datasetq ", ""))
+        cleanlab = result["cleanlab"]
+        marks = sorted(cleanlab[0], key=int)
+        for method in ("cleanlab self-confidence (top k)", "CV prediction != label"):
+            axis.plot(
+                [cleanlab[0][m]["passes"] for m in marks],
+                [np.mean([c[m][method]["auroc"] for c in cleanlab]) for m in marks],
+                marker="s",
+                linestyle="--",
+                label=method.replace(" (top k)", "") + " (5-fold)",
+            )
+        axis.set_xscale("log")
+        axis.set_xlabel("training sample passes")
+        axis.set_ylabel("AUROC (flipped vs clean)")
+        axis.set_title(f"label noise {noise:.0%}")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"\nsaved {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.2, 0.4])
+    parser.add_argument("--model", choices=sorted(MODELS), default="small")
+    args = parser.parse_args()
+    cache = RunCache()
+    results = {
+        noise: report(noise, args.seeds, args.epochs, args.model, cache) for noise in args.noise
+    }
+    plot(results, str(RESULTS / f"detection-{args.model}.png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The original datasetq MNIST study, on the embedded MNIST digits (8k train / 2k test, seeded).
+
+Random order; heap with steps=1 (must equal random); heap; heap with max_visits 10, 25, 50;
+symmetric label noise on the training part only. Prints a table and saves
+docs/study/mnist.png; runs are cached in docs/study/runs.json. Needs the ``study`` extra:
+
+    .venv/bin/pip install -e '.[study]'
+    .venv/bin/python benchmarks/study_mnist.py [--seeds 3 --epochs 10 --model small]
+
+``--model examples`` trains the original's PyTorch-examples CNN (about 10x slower on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from study_common import CONFIGS, MODELS, RESULTS, RunCache, RunKey, mean_sd
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, str]:
+    last = [run["epochs"][-1] for run in runs]
+    evicted = [row["evicted"] for row in last]
+    flipped = [row["evicted_flipped"] for row in last]
+    return {
+        "test acc": mean_sd([row["test_accuracy"] for row in last]),
+        "best acc": mean_sd([max(e["test_accuracy"] for e in run["epochs"]) for run in runs]),
+        "test loss": mean_sd([row["test_loss"] for row in last]),
+        "draws": f"{np.mean([sum(e['draws'] for e in run['epochs']) for run in runs]):.0f}",
+        "s/run": f"{np.mean([run['seconds'] for run in runs]):.0f}",
+        "evicted (flipped)": (
+            f"{np.mean(evicted):.0f} ({np.mean(flipped):.0f})" if any(evicted) else "-"
+        ),
+    }
+
+
+def print_table(noise: float, table: dict[str, dict[str, str]]) -> None:
+    columns = ["test acc", "best acc", "test loss", "draws", "s/run", "evicted (flipped)"]
+    print(f"\nlabel noise {noise:.0%} (mean ± sd over seeds, after the last epoch)")
+    print(f"| {'sampling':<20} | " + " | ".join(columns) + " |")
+    print("|" + "---|" * (len(columns) + 1))
+    for config, row in table.items():
+        print(f"| {config:<20} | " + " | ".join(row[c] for c in columns) + " |")
+
+
+def plot(by_noise: dict[float, dict[str, list[dict[str, Any]]]], path: str) -> None:
+    figure, axes = plt.subplots(2, len(by_noise), figsize=(5 * len(by_noise), 7), squeeze=False)
+    for column, (noise, by_config) in enumerate(by_noise.items()):
+        for config, runs in by_config.items():
+            for row, metric in enumerate(("test_accuracy", "test_loss")):
+                curves = np.array([[e[metric] for e in run["epochs"]] for run in runs])
+                epochs = np.arange(1, curves.shape[1] + 1)
+                axes[row][column].plot(epochs, curves.mean(axis=0), label=config)
+        axes[0][column].set_title(f"label noise {noise:.0%}")
+        axes[0][column].set_ylabel("test accuracy")
+        axes[1][column].set_ylabel("test loss")
+        axes[1][column].set_xlabel("epoch")
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"\nsaved {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4])
+    parser.add_argument("--model", choices=sorted(MODELS), default="small")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    args = parser.parse_args()
+    cache = RunCache()
+    by_noise: dict[float, dict[str, list[dict[str, Any]]]] = {}
+    for noise in args.noise:
+        by_noise[noise] = {
+            config: [
+                cache.get(RunKey(config, noise, seed, args.epochs, args.model))
+                for seed in range(args.seeds)
+            ]
+            for config in args.configs
+        }
+    print(f"\nmodel {args.model}, {args.epochs} epochs, {args.seeds} seeds, 8k train / 2k test")
+    for noise, by_config in by_noise.items():
+        print_table(noise, {config: summarise(runs) for config, runs in by_config.items()})
+    plot(by_noise, str(RESULTS / f"mnist-{args.model}.png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The GPU benchmark is run where a GPU is lent, rarely: it must not rot in between. Here it runs
+on the CPU at a tiny size; its timings are not looked at, only that it runs every variant."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_TINY = ("--device", "cpu", "--samples", "300", "--repeats", "1")
+
+
+def test_gpu_benchmark_runs_every_variant_on_the_cpu():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_gpu.py", *CPU_TINY],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    names = [row.split("|")[1].strip() for row in rows[1:]]
+    assert names == [
+        "random order (randperm on the GPU)",
+        "HeapqSampler",
+        "HeapqSampler + Recorder (SQLite)",
+    ]
+    assert all(float(row.split("|")[2]) > 0 for row in rows[1:])
