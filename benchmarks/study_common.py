@@ -170,15 +170,27 @@ def train_run(key: RunKey) -> dict[str, Any]:
 
 @dataclass
 class RunCache:
+    """Cached runs. With ``shard=(i, k)`` only every k-th missing run (from i) is trained, and
+    saved to its own file, so k processes can train in parallel; all files are read."""
+
     path: Path = RUNS_FILE
+    shard: tuple[int, int] | None = None
     runs: dict[str, Any] = field(default_factory=dict)
+    _calls: int = 0
 
     def __post_init__(self) -> None:
-        if self.path.exists():
-            self.runs = json.loads(self.path.read_text())
+        for path in sorted(self.path.parent.glob(f"{self.path.stem}*.json")):
+            self.runs.update(json.loads(path.read_text()))
+        if self.shard is not None:
+            self.path = self.path.with_name(f"{self.path.stem}-shard{self.shard[0]}.json")
 
-    def get(self, key: RunKey, *, verbose: bool = True) -> dict[str, Any]:
+    def get(self, key: RunKey, *, verbose: bool = True) -> dict[str, Any] | None:
+        """The run's figures; None when another shard trains it."""
         name = key.name()
+        self._calls += 1
+        others = self.shard is not None and (self._calls - 1) % self.shard[1] != self.shard[0]
+        if name not in self.runs and others:
+            return None
         if name not in self.runs:
             result = train_run(key)
             self.runs[name] = result
@@ -195,6 +207,15 @@ class RunCache:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.runs, indent=1, sort_keys=True))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    index, count = (int(part) for part in text.split("/"))
+    if not 0 <= index < count:
+        raise ValueError(f"shard should be i/k with 0 <= i < k, but got {text!r}")
+    return index, count
 
 
 def mean_sd(values: list[float]) -> str:

@@ -26,7 +26,15 @@ import torch
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.model_selection import StratifiedKFold
-from study_common import MODELS, RESULTS, RunCache, RunKey, detection_figures, mean_sd
+from study_common import (
+    MODELS,
+    RESULTS,
+    RunCache,
+    RunKey,
+    detection_figures,
+    mean_sd,
+    parse_shard,
+)
 
 from datasetq.training import MNISTSplit, TrainConfig, make_splits, train_mnist
 
@@ -100,22 +108,32 @@ def cleanlab_figures(
     }
 
 
-def cleanlab_cached(noise: float, seed: int, epochs: int, model: str) -> dict[str, Any]:
-    path = RESULTS / "cleanlab.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
+def cleanlab_cached(
+    noise: float, seed: int, epochs: int, model: str, shard: tuple[int, int] | None = None
+) -> dict[str, Any] | None:
+    """Cached cross-validation figures; None when another shard computes them."""
+    cache: dict[str, Any] = {}
+    for path in sorted(RESULTS.glob("cleanlab*.json")):
+        cache.update(json.loads(path.read_text()))
     name = f"noise={noise}|seed={seed}|epochs={epochs}|model={model}"
     if name not in cache:
+        if shard is not None and (seed + round(noise * 5)) % shard[1] != shard[0]:
+            return None
         probabilities, labels, truth, passes = cross_validated_probabilities(
             noise, seed, epochs, model
         )
-        cache[name] = {
+        figures = {
             str(mark): {"passes": passes * mark, **cleanlab_figures(probs, labels, truth)}
             for mark, probs in probabilities.items()
         }
+        path = RESULTS / ("cleanlab.json" if shard is None else f"cleanlab-shard{shard[0]}.json")
+        own = json.loads(path.read_text()) if path.exists() else {}
+        own[name] = figures
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        path.write_text(json.dumps(own, indent=1, sort_keys=True))
         print(f"  cross-validated {name}", flush=True)
-    return cache[name]
+        return figures
+    return dict(cache[name])
 
 
 def fmt(values: list[float]) -> str:
@@ -128,6 +146,8 @@ def report(noise: float, seeds: int, epochs: int, model: str, cache: RunCache) -
         config: [cache.get(RunKey(config, noise, seed, epochs, model)) for seed in range(seeds)]
         for config in SCORED_CONFIGS
     }
+    if any(c is None for c in cleanlab) or any(r is None for rs in runs.values() for r in rs):
+        raise RuntimeError("unsharded runs compute everything: nothing should be missing")
     print(f"\nlabel noise {noise:.0%}: {model} model, {seeds} seeds, mean±sd")
     print("| method | epochs | sample passes | AUROC | precision | recall | F1 | flagged |")
     print("|---|---|---|---|---|---|---|---|")
@@ -214,7 +234,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.2, 0.4])
     parser.add_argument("--model", choices=sorted(MODELS), default="small")
+    parser.add_argument(
+        "--shard", help="i/k: compute only this process's share of what is missing, no report"
+    )
     args = parser.parse_args()
+    shard = parse_shard(args.shard)
+    if shard is not None:
+        torch.set_num_threads(1)
+        cache = RunCache(shard=shard)
+        for noise in args.noise:
+            for seed in range(args.seeds):
+                cleanlab_cached(noise, seed, args.epochs, args.model, shard)
+                for config in SCORED_CONFIGS:
+                    cache.get(RunKey(config, noise, seed, args.epochs, args.model))
+        return
     cache = RunCache()
     results = {
         noise: report(noise, args.seeds, args.epochs, args.model, cache) for noise in args.noise

@@ -7,6 +7,8 @@ docs/study/mnist.png; runs are cached in docs/study/runs.json. Needs the ``study
     .venv/bin/pip install -e '.[study]'
     .venv/bin/python benchmarks/study_mnist.py [--seeds 3 --epochs 10 --model small]
 
+On k cores, first train in k processes (``--shard 0/2`` and ``--shard 1/2``), then report.
+
 ``--model examples`` trains the original's PyTorch-examples CNN (about 10x slower on a CPU).
 """
 
@@ -20,7 +22,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from study_common import CONFIGS, MODELS, RESULTS, RunCache, RunKey, mean_sd
+import torch
+from study_common import CONFIGS, MODELS, RESULTS, RunCache, RunKey, mean_sd, parse_shard
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, str]:
@@ -73,8 +76,14 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4])
     parser.add_argument("--model", choices=sorted(MODELS), default="small")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--shard", help="i/k: train only this process's share of the missing runs, no report"
+    )
     args = parser.parse_args()
-    cache = RunCache()
+    shard = parse_shard(args.shard)
+    if shard is not None:
+        torch.set_num_threads(1)  # k one-thread processes beat one k-thread process here
+    cache = RunCache(shard=shard)
     by_noise: dict[float, dict[str, list[dict[str, Any]]]] = {}
     for noise in args.noise:
         by_noise[noise] = {
@@ -84,6 +93,8 @@ def main() -> None:
             ]
             for config in args.configs
         }
+    if shard is not None:
+        return
     print(f"\nmodel {args.model}, {args.epochs} epochs, {args.seeds} seeds, 8k train / 2k test")
     for noise, by_config in by_noise.items():
         print_table(noise, {config: summarise(runs) for config, runs in by_config.items()})

@@ -29,6 +29,7 @@ def main() -> int:
     parser.add_argument("--epoch-sleep", type=float, default=0.0)
     parser.add_argument("--flush-interval", type=float, default=0.2)
     parser.add_argument("--lock-timeout", type=float, default=30.0)
+    parser.add_argument("--close-timeout", type=float, default=120.0)
     parser.add_argument("--log-epochs", action="store_true")
     args = parser.parse_args()
 
@@ -40,11 +41,12 @@ def main() -> int:
         flush_interval=args.flush_interval,
         batch_rows=2000,
         lock_timeout=args.lock_timeout,
-        close_timeout=120,
+        close_timeout=args.close_timeout,
     )
     start = time.monotonic()
     submitted = 0
     epochs_log = []
+    closing = None
     with recorder:
         print(json.dumps({"recording": args.run}), flush=True)
         sampler = HeapqSampler(dataset, recorder=recorder, seed=0, chunk_size=16, max_visits=50)
@@ -64,6 +66,7 @@ def main() -> int:
             epoch += 1
             if args.epoch_sleep:
                 time.sleep(args.epoch_sleep)
+        closing = time.monotonic()
     report = recorder.report
     print(
         json.dumps(
@@ -74,6 +77,7 @@ def main() -> int:
                 "evicted": sampler.evicted.tolist(),
                 "report_ok": bool(report and report.ok),
                 "duplicates": report.duplicates if report else None,
+                "close_seconds": time.monotonic() - closing if closing is not None else None,
             }
         ),
         flush=True,
