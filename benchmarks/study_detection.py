@@ -26,19 +26,11 @@ import torch
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.model_selection import StratifiedKFold
-from study_common import (
-    MODELS,
-    RESULTS,
-    RunCache,
-    RunKey,
-    detection_figures,
-    mean_sd,
-    parse_shard,
-)
+from study_common import MODELS, RESULTS, RunCache, RunKey, detection_figures, parse_shard
 
 from datasetq.training import MNISTSplit, TrainConfig, make_splits, train_mnist
 
-SCORED_CONFIGS = ["random", "heap", "heap max_visits=10", "heap max_visits=25"]
+SCORED_CONFIGS = ["random", "heap", "heap max_visits=10"]  # 25 and 50 never evict here
 SCORES = ["mean loss", "AUM margin", "latest loss", "visits", "evicted"]
 
 
@@ -136,8 +128,17 @@ def cleanlab_cached(
     return dict(cache[name])
 
 
-def fmt(values: list[float]) -> str:
-    return mean_sd(values).replace(" ± ", "±")
+def fmt(values: list[float], digits: int = 4) -> str:
+    array = np.asarray(values, dtype=float)
+    spread = array.std(ddof=1) if len(array) > 1 else 0.0
+    return f"{array.mean():.{digits}f}±{spread:.{digits}f}"
+
+
+def prf(rows: list[dict[str, float]]) -> str:
+    """Precision / recall / F1 (flagged), means over seeds."""
+    mean = {f: float(np.mean([r[f] for r in rows])) for f in ("precision", "recall", "f1")}
+    flagged = np.mean([r["flagged"] for r in rows])
+    return f"{mean['precision']:.3f} / {mean['recall']:.3f} / {mean['f1']:.3f} ({flagged:.0f})"
 
 
 def report(noise: float, seeds: int, epochs: int, model: str, cache: RunCache) -> dict[str, Any]:
@@ -148,56 +149,65 @@ def report(noise: float, seeds: int, epochs: int, model: str, cache: RunCache) -
     }
     if any(c is None for c in cleanlab) or any(r is None for rs in runs.values() for r in rs):
         raise RuntimeError("unsharded runs compute everything: nothing should be missing")
-    print(f"\nlabel noise {noise:.0%}: {model} model, {seeds} seeds, mean±sd")
-    print("| method | epochs | sample passes | AUROC | precision | recall | F1 | flagged |")
-    print("|---|---|---|---|---|---|---|---|")
-    for mark in sorted(cleanlab[0], key=int):
-        for method in cleanlab[0][mark]:
-            if method == "passes":
-                continue
-            rows = [c[mark][method] for c in cleanlab]
-            print(
-                f"| {method} | 5 folds x {mark} | {cleanlab[0][mark]['passes']} | "
-                + " | ".join(
-                    fmt([r[f] for r in rows])
-                    for f in ("auroc", "precision", "recall", "f1", "flagged")
-                )
-                + " |"
-            )
+    print(f"\n## label noise {noise:.0%} ({model} model, mean±sd over {seeds} seeds)")
+    print("\ncleanlab on 5-fold out-of-fold probabilities; precision / recall / F1 (flagged)")
+    print(
+        "| epochs per fold | sample passes | self-confidence AUROC | find_label_issues "
+        "| self-confidence top k | CV prediction != label |"
+    )
+    print("|---|---|---|---|---|---|")
+    marks = sorted(cleanlab[0], key=int)
+    for mark in marks:
+        rows = {m: [c[mark][m] for c in cleanlab] for m in cleanlab[0][mark] if m != "passes"}
+        print(
+            f"| {mark} | {cleanlab[0][mark]['passes']} "
+            f"| {fmt([r['auroc'] for r in rows['cleanlab self-confidence (top k)']])} "
+            f"| {prf(rows['cleanlab find_label_issues'])} "
+            f"| {prf(rows['cleanlab self-confidence (top k)'])} "
+            f"| {prf(rows['CV prediction != label'])} |"
+        )
+    shown = sorted({0, 1, 3, epochs - 1} & set(range(epochs)))
+    passes = {
+        config: np.array([[e["cumulative_draws"] for e in run["epochs"]] for run in config_runs])
+        for config, config_runs in runs.items()
+    }
+    first = passes[SCORED_CONFIGS[0]].mean(axis=0)
+    print("\none datasetq run: AUROC of each score after epoch e (training sample passes)")
+    print(
+        "| run | score | "
+        + " | ".join(f"e={e + 1} ({first[e]:.0f})" for e in shown)
+        + " | top k at the end | its flagged set at the end |"
+    )
+    print("|---|---|" + "---|" * (len(shown) + 2))
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for config, config_runs in runs.items():
-        methods = [*SCORES, "last prediction != label"]
-        for method in methods:
+        for method in [*SCORES, "last prediction != label"]:
             auroc = np.array(
                 [[e["detection"][method]["auroc"] for e in run["epochs"]] for run in config_runs]
             )
-            passes = np.array(
-                [[e["cumulative_draws"] for e in run["epochs"]] for run in config_runs]
+            if np.allclose(auroc, 0.5):
+                continue  # no signal in this run (no eviction, or equal visits)
+            curves[f"datasetq {config}: {method}"] = (passes[config].mean(axis=0), auroc.mean(0))
+            final = [run["epochs"][-1]["detection"][method] for run in config_runs]
+            natural = method in ("evicted", "last prediction != label")
+            print(
+                f"| {config} | {method} | "
+                + " | ".join(fmt(list(auroc[:, e])) for e in shown)
+                + f" | {'-' if natural else prf(final)} | {prf(final) if natural else '-'} |"
             )
-            curves[f"datasetq {config}: {method}"] = (passes.mean(axis=0), auroc.mean(axis=0))
-            for epoch in sorted({0, 1, epochs - 1}):
-                rows = [run["epochs"][epoch]["detection"][method] for run in config_runs]
-                print(
-                    f"| datasetq {config}: {method} | {epoch + 1} | {passes[:, epoch].mean():.0f} | "
-                    + " | ".join(
-                        fmt([r[f] for r in rows])
-                        for f in ("auroc", "precision", "recall", "f1", "flagged")
-                    )
-                    + " |"
-                )
-    reference = np.mean(
-        [c[str(epochs)]["cleanlab self-confidence (top k)"]["auroc"] for c in cleanlab]
+    reference = float(
+        np.mean([c[str(epochs)]["cleanlab self-confidence (top k)"]["auroc"] for c in cleanlab])
     )
     reference_passes = cleanlab[0][str(epochs)]["passes"]
     print(
         f"\ncleanlab self-confidence AUROC at 5 folds x {epochs} epochs: {reference:.4f} "
-        f"({reference_passes} sample passes). Fewest one-run passes reaching it:"
+        f"({reference_passes} sample passes). Fewest one-run passes reaching it (mean curve):"
     )
-    for name, (passes, auroc) in curves.items():
+    for name, (run_passes, auroc) in curves.items():
         reached = np.flatnonzero(auroc >= reference)
         if len(reached):
-            first = passes[reached[0]]
-            print(f"  {name}: {first:.0f} passes = 1/{reference_passes / first:.1f} of cleanlab's")
+            at = run_passes[reached[0]]
+            print(f"  {name}: {at:.0f} passes = 1/{reference_passes / at:.1f} of cleanlab's")
     return {"cleanlab": cleanlab, "curves": curves}
 
 
