@@ -14,8 +14,9 @@ from torch.utils.data import Sampler
 
 from . import _distributed
 from ._base_order import BaseOrder
-from ._inputs import ArrayLike, host_indices, host_update
+from ._inputs import ArrayLike, host_indices, host_metrics, host_update
 from ._priority_queue import PriorityRuns, float_keys, pack, unpack_ids, unpack_keys
+from ._recent_draws import RecentDraws
 from .errors import AllSamplesEvictedError
 
 __all__ = ["HeapqSampler", "SamplerListener"]
@@ -219,6 +220,7 @@ class HeapqSampler(Sampler[int]):
         # Updates received since the last chunk, applied by _flush_pending().
         self._pending: list[tuple[I64, dict[str, npt.NDArray[np.float32]]]] = []
         self._pending_count = 0
+        self._recent = RecentDraws()
         self._base = BaseOrder(n, shuffle, seed)
 
         self._epoch = -1
@@ -355,7 +357,11 @@ class HeapqSampler(Sampler[int]):
             ValueError: ids out of range, lengths that differ, a missing key, non-finite values.
                 The sampler's state is left as it was.
         """
-        ids, columns = host_update(indices, metrics, self._n, self.key)
+        drawn = self._recent.match(indices) if type(indices) is list else None
+        if drawn is not None:
+            ids, columns = drawn, host_metrics(metrics, len(drawn), self.key)
+        else:
+            ids, columns = host_update(indices, metrics, self._n, self.key)
         if self.num_replicas > 1 and _distributed.is_initialized():
             ids, columns = _distributed.all_gather_update(ids, columns)
         if not len(ids):
@@ -427,6 +433,7 @@ class HeapqSampler(Sampler[int]):
         self._yielded_before = 0  # this rank's indices in shares fully yielded
         self._share = []
         self._share_iter = None
+        self._recent.clear()
         self._chunk = np.empty(0, dtype=np.int64)
         self._chunk_start = 0
         self._base_round = 0
@@ -472,8 +479,10 @@ class HeapqSampler(Sampler[int]):
         offset = (self.rank - self._epoch_drawn) % self.num_replicas
         self._chunk = chunk
         self._chunk_start = self._epoch_drawn
-        self._share = chunk[offset :: self.num_replicas].tolist()
+        share_ids = chunk[offset :: self.num_replicas]
+        self._share = share_ids.tolist()
         self._share_iter = iter(self._share)
+        self._recent.add(self._share, share_ids)
         self._epoch_drawn += len(chunk)
 
     def _draw_priority(self, count: int) -> I64:
