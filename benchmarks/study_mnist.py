@@ -44,7 +44,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, str]:
 
 def print_table(noise: float, table: dict[str, dict[str, str]]) -> None:
     columns = ["test acc", "best acc", "test loss", "draws", "s/run", "evicted (flipped)"]
-    print(f"\nlabel noise {noise:.0%} (mean ± sd over seeds, after the last epoch)")
+    print(f"\nlabel noise {noise:.0%} (mean ± sd over seeds, after the last epoch)\n")
     print(f"| {'sampling':<20} | " + " | ".join(columns) + " |")
     print("|" + "---|" * (len(columns) + 1))
     for config, row in table.items():
