@@ -51,6 +51,26 @@ def print_table(noise: float, table: dict[str, dict[str, str]]) -> None:
         print(f"| {config:<20} | " + " | ".join(row[c] for c in columns) + " |")
 
 
+def print_curves(by_noise: dict[float, dict[str, list[dict[str, Any]]]]) -> None:
+    """Mean test accuracy and loss after each epoch, and distinct samples drawn per epoch."""
+    print("\nper epoch, mean over seeds: test accuracy / test loss / distinct samples drawn\n")
+    print(
+        "| noise | sampling | metric | " + " | ".join(f"e{e + 1}" for e in range(_epochs(by_noise)))
+    )
+    print("|---|---|---|" + "---|" * _epochs(by_noise))
+    for noise, by_config in by_noise.items():
+        for config, runs in by_config.items():
+            for metric, digits in (("test_accuracy", 3), ("test_loss", 3), ("distinct_visited", 0)):
+                curve = np.mean([[e[metric] for e in run["epochs"]] for run in runs], axis=0)
+                cells = " | ".join(f"{v:.{digits}f}" for v in curve)
+                print(f"| {noise:.0%} | {config} | {metric.replace('_', ' ')} | {cells} |")
+
+
+def _epochs(by_noise: dict[float, dict[str, list[dict[str, Any]]]]) -> int:
+    runs = next(iter(next(iter(by_noise.values())).values()))
+    return len(runs[0]["epochs"])
+
+
 def plot(by_noise: dict[float, dict[str, list[dict[str, Any]]]], path: str) -> None:
     figure, axes = plt.subplots(2, len(by_noise), figsize=(5 * len(by_noise), 7), squeeze=False)
     for column, (noise, by_config) in enumerate(by_noise.items()):
@@ -98,6 +118,7 @@ def main() -> None:
     print(f"\nmodel {args.model}, {args.epochs} epochs, {args.seeds} seeds, 8k train / 2k test")
     for noise, by_config in by_noise.items():
         print_table(noise, {config: summarise(runs) for config, runs in by_config.items()})
+    print_curves(by_noise)
     plot(by_noise, str(RESULTS / f"mnist-{args.model}.png"))
 
 
