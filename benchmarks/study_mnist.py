@@ -54,10 +54,9 @@ def print_table(noise: float, table: dict[str, dict[str, str]]) -> None:
 def print_curves(by_noise: dict[float, dict[str, list[dict[str, Any]]]]) -> None:
     """Mean test accuracy and loss after each epoch, and distinct samples drawn per epoch."""
     print("\nper epoch, mean over seeds: test accuracy / test loss / distinct samples drawn\n")
-    print(
-        "| noise | sampling | metric | " + " | ".join(f"e{e + 1}" for e in range(_epochs(by_noise)))
-    )
-    print("|---|---|---|" + "---|" * _epochs(by_noise))
+    epochs = _epochs(by_noise)
+    print("| noise | sampling | metric | " + " | ".join(f"e{e + 1}" for e in range(epochs)) + " |")
+    print("|---|---|---|" + "---|" * epochs)
     for noise, by_config in by_noise.items():
         for config, runs in by_config.items():
             for metric, digits in (("test_accuracy", 3), ("test_loss", 3), ("distinct_visited", 0)):
