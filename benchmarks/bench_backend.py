@@ -10,7 +10,6 @@ x 30 epochs), upgraded to the current schema, and a small recorded MNIST run for
 from __future__ import annotations
 
 import argparse
-import socket
 import tempfile
 import threading
 import time
@@ -20,33 +19,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
 
-from backend.app import create_app
+from backend.server import BackgroundServer
 from backend.settings import Settings
 from datasetq.store.migrations import upgrade
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(url: str) -> tuple[str, uvicorn.Server]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(Settings(db=url)), host="127.0.0.1", port=port, log_level="error")
-    )
-    threading.Thread(target=server.run, daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(f"{base}/api/v1/runs", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return base, server
+def serve(url: str) -> tuple[str, BackgroundServer]:
+    server = BackgroundServer(Settings(db=url), log_level="error")
+    if not server.start():
+        raise SystemExit("the API server did not start")
+    return server.base_url, server
 
 
 def timed(client: httpx.Client, paths: list[str]) -> list[float]:
@@ -109,7 +92,7 @@ def main() -> None:
         details = [f"/api/v1/runs/{run_id}/samples/{i}" for i in rng.integers(0, n, args.requests)]
         report("sample detail with its trajectory", timed(client, details))
         report("run summary", timed(client, [f"/api/v1/runs/{run_id}"] * args.requests))
-    server.should_exit = True
+    server.stop()
 
     with tempfile.TemporaryDirectory() as folder:
         image_url = small_image_store(Path(folder))
@@ -122,7 +105,7 @@ def main() -> None:
                 f"/api/v1/runs/1/samples/{i}/image" for i in range(100, 100 + args.requests)
             ]
             report("image, first render", timed(client, uncached))
-        image_server.should_exit = True
+        image_server.stop()
 
     base, server = serve(args.db)
     outcomes: Counter[str] = Counter()
@@ -153,7 +136,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.clients) as pool:
         list(pool.map(load, range(args.clients)))
     elapsed = time.monotonic() - started
-    server.should_exit = True
+    server.stop()
     total = sum(outcomes.values())
     errors = total - outcomes.get("200", 0)
     print(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .sampler import HeapqSampler
 from .training import EpochStats, TrainConfig, train_mnist
+
+if TYPE_CHECKING:
+    from backend.server import BackgroundServer
 
 __all__ = ["main"]
 
@@ -178,10 +180,9 @@ def run_demo(
         f"{last.evicted} evicted samples are among the {len(flipped)} flipped labels"
     )
     if server is not None:
-        host, port = serve  # type: ignore[misc]
-        print(f"dashboard: http://{host}:{port}  (Ctrl-C to stop)", flush=True)
+        print(f"dashboard: {server.base_url}  (Ctrl-C to stop)", flush=True)
         try:
-            while server.is_alive():
+            while server.running:
                 server.join(0.5)
         except KeyboardInterrupt:
             print("stopped")
@@ -210,11 +211,9 @@ def _progress_done() -> None:
         _bar_shown = False
 
 
-def _start_server(url: str, host: str, port: int) -> threading.Thread | None:
+def _start_server(url: str, host: str, port: int) -> BackgroundServer | None:
     """Serves the dashboard on a background thread while training runs."""
-    import uvicorn
-
-    from backend.app import create_app
+    from backend.server import BackgroundServer
     from backend.settings import LOOPBACK_HOSTS, Settings
 
     if host not in LOOPBACK_HOSTS and not Settings().token:
@@ -222,19 +221,12 @@ def _start_server(url: str, host: str, port: int) -> threading.Thread | None:
             f"datasetq demo: refusing to listen on {host} without DATASETQ_TOKEN", file=sys.stderr
         )
         return None
-    app = create_app(Settings(db=url, host=host, port=port))
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="datasetq-dashboard", daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started or not thread.is_alive():
-            break
-        time.sleep(0.05)
-    if not server.started:
+    server = BackgroundServer(Settings(db=url, host=host, port=port), host, port)
+    if not server.start():
         print(f"datasetq demo: could not serve on {host}:{port} (in use?)", file=sys.stderr)
         return None
-    print(f"dashboard: http://{host}:{port}  (live while training)", flush=True)
-    return thread
+    print(f"dashboard: {server.base_url}  (live while training)", flush=True)
+    return server
 
 
 if __name__ == "__main__":  # pragma: no cover

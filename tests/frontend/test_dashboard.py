@@ -6,16 +6,11 @@ import csv
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
-from backend.app import create_app
+from backend.server import BackgroundServer
 from backend.settings import Settings
 from tests.backend.conftest import FLIPPED, query, seed
 
@@ -32,23 +27,10 @@ pytestmark = pytest.mark.skipif(
 def server(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('ui') / 'ui.db'}"
     seed(url)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(Settings(db=url, events_poll_seconds=0.2))
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(f"{base}/api/v1/runs", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    yield base, url
-    instance.should_exit = True
-    thread.join(5)
+    instance = BackgroundServer(Settings(db=url, events_poll_seconds=0.2), log_level="error")
+    assert instance.start(), "the dashboard server did not start"
+    yield instance.base_url, url
+    instance.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,33 @@
+"""The background server that the demo, the browser tests and the benchmarks share."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+
+from backend.server import BackgroundServer
+from backend.settings import Settings
+from datasetq.cli import _start_server
+from datasetq.store.migrations import upgrade
+
+
+def test_background_server_serves_and_stops(tmp_path):
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    upgrade(url)
+    server = BackgroundServer(Settings(db=url), log_level="error")
+    assert server.start()
+    assert httpx.get(f"{server.base_url}/api/v1/runs", timeout=5).json() == []
+    server.stop()
+    assert not server.running
+
+
+def test_demo_server_reports_a_port_in_use(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    upgrade(url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert _start_server(url, "127.0.0.1", port) is None
+    assert "could not serve" in capsys.readouterr().err
