@@ -1,16 +1,19 @@
 """Shared by the MNIST study and the label-noise detection study: one training run with the
 scores a single datasetq run records, measured after every epoch, and a result cache.
 
-A run is keyed by its configuration; its figures are cached in ``docs/study/runs.json`` so
-the two studies share runs and a rerun only trains what is missing.
+A run is keyed by its configuration; its figures are cached in ``docs/study/runs.json`` (and
+cleanlab's in ``cleanlab.json``) so the two studies share runs and a rerun only trains what is
+missing.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,6 @@ from datasetq.training import TrainConfig, make_splits, train_mnist
 RESULTS = Path(
     os.environ.get("DATASETQ_STUDY_DIR", Path(__file__).resolve().parents[1] / "docs" / "study")
 )
-RUNS_FILE = RESULTS / "runs.json"
 
 # The original study's configurations (random == heap with steps=1 in the original's words).
 CONFIGS: dict[str, dict[str, Any] | None] = {
@@ -168,54 +170,82 @@ def train_run(key: RunKey) -> dict[str, Any]:
     return {"key": asdict(key), "seconds": time.perf_counter() - start, "epochs": epochs}
 
 
-@dataclass
-class RunCache:
-    """Cached runs. With ``shard=(i, k)`` only every k-th missing run (from i) is trained, and
-    saved to its own file, so k processes can train in parallel; all files are read."""
+class ResultCache:
+    """Results by name in ``RESULTS/<stem>.json``, computed once.
 
-    path: Path = RUNS_FILE
-    shard: tuple[int, int] | None = None
-    runs: dict[str, Any] = field(default_factory=dict)
-    _calls: int = 0
+    With ``shard=(i, k)`` the process computes only every k-th missing result asked for
+    (counting from i) and saves it to a file of its own, so k processes can share the work; the
+    report run reads every ``<stem>*.json``.
+    """
 
-    def __post_init__(self) -> None:
-        for path in sorted(self.path.parent.glob(f"{self.path.stem}*.json")):
-            self.runs.update(json.loads(path.read_text()))
-        if self.shard is not None:
-            self.path = self.path.with_name(f"{self.path.stem}-shard{self.shard[0]}.json")
+    def __init__(self, stem: str, shard: tuple[int, int] | None = None) -> None:
+        self.results: dict[str, Any] = {}
+        for path in sorted(RESULTS.glob(f"{stem}*.json")):
+            self.results.update(json.loads(path.read_text()))
+        suffix = "" if shard is None else f"-shard{shard[0]}"
+        self.path = RESULTS / f"{stem}{suffix}.json"
+        self.shard = shard
+        self._own: dict[str, Any] = (
+            json.loads(self.path.read_text()) if shard is not None and self.path.exists() else {}
+        )
+        self._asked = 0
 
-    def get(self, key: RunKey, *, verbose: bool = True) -> dict[str, Any] | None:
-        """The run's figures; None when another shard trains it."""
-        name = key.name()
-        self._calls += 1
-        others = self.shard is not None and (self._calls - 1) % self.shard[1] != self.shard[0]
-        if name not in self.runs and others:
+    def get(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        """The cached result, else ``compute()``'s; None when another shard computes it."""
+        self._asked += 1
+        if name in self.results:
+            return dict(self.results[name])
+        if self.shard is not None and (self._asked - 1) % self.shard[1] != self.shard[0]:
             return None
-        if name not in self.runs:
-            result = train_run(key)
-            self.runs[name] = result
-            self.save()
-            if verbose:
-                last = result["epochs"][-1]
-                print(
-                    f"  trained {name}: acc {last['test_accuracy']:.4f} "
-                    f"in {result['seconds']:.0f} s",
-                    flush=True,
-                )
-        return self.runs[name]
-
-    def save(self) -> None:
+        result = compute()
+        self.results[name] = result
+        self._own[name] = result
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.runs, indent=1, sort_keys=True))
+        saved = self._own if self.shard is not None else self.results
+        self.path.write_text(json.dumps(saved, indent=1, sort_keys=True))
+        return result
+
+
+def cached_run(cache: ResultCache, key: RunKey) -> dict[str, Any] | None:
+    """One training run's figures, trained (and announced) when missing."""
+
+    def train() -> dict[str, Any]:
+        result = train_run(key)
+        last = result["epochs"][-1]
+        print(
+            f"  trained {key.name()}: acc {last['test_accuracy']:.4f} in {result['seconds']:.0f} s",
+            flush=True,
+        )
+        return result
+
+    return cache.get(key.name(), train)
+
+
+def add_study_arguments(parser: argparse.ArgumentParser, noise: list[float]) -> None:
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--noise", type=float, nargs="+", default=noise)
+    parser.add_argument("--model", choices=sorted(MODELS), default="small")
+    parser.add_argument(
+        "--shard", help="i/k: compute only this process's share of what is missing, no report"
+    )
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/k"`` as ``(i, k)``. A shard runs one thread: k such processes beat one k-thread one."""
     if text is None:
         return None
     index, count = (int(part) for part in text.split("/"))
     if not 0 <= index < count:
         raise ValueError(f"shard should be i/k with 0 <= i < k, but got {text!r}")
+    torch.set_num_threads(1)
     return index, count
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"\nsaved {path}")
 
 
 def mean_sd(values: list[float]) -> str:

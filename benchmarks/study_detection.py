@@ -14,7 +14,7 @@ Prints tables and saves docs/study/detection-<model>.png. Needs the ``study`` ex
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -26,7 +26,17 @@ import torch
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.model_selection import StratifiedKFold
-from study_common import MODELS, RESULTS, RunCache, RunKey, detection_figures, parse_shard
+from study_common import (
+    MODELS,
+    RESULTS,
+    ResultCache,
+    RunKey,
+    add_study_arguments,
+    cached_run,
+    detection_figures,
+    parse_shard,
+    save_figure,
+)
 
 from datasetq.training import MNISTSplit, TrainConfig, make_splits, train_mnist
 
@@ -100,32 +110,39 @@ def cleanlab_figures(
     }
 
 
-def cleanlab_cached(
-    noise: float, seed: int, epochs: int, model: str, shard: tuple[int, int] | None = None
+def cross_validated(
+    cache: ResultCache, noise: float, seed: int, epochs: int, model: str
 ) -> dict[str, Any] | None:
-    """Cached cross-validation figures; None when another shard computes them."""
-    cache: dict[str, Any] = {}
-    for path in sorted(RESULTS.glob("cleanlab*.json")):
-        cache.update(json.loads(path.read_text()))
-    name = f"noise={noise}|seed={seed}|epochs={epochs}|model={model}"
-    if name not in cache:
-        if shard is not None and (seed + round(noise * 5)) % shard[1] != shard[0]:
-            return None
+    """cleanlab's figures at every checkpoint (cached); None when another shard computes them."""
+
+    def compute() -> dict[str, Any]:
         probabilities, labels, truth, passes = cross_validated_probabilities(
             noise, seed, epochs, model
         )
-        figures = {
+        print(f"  cross-validated noise={noise} seed={seed}", flush=True)
+        return {
             str(mark): {"passes": passes * mark, **cleanlab_figures(probs, labels, truth)}
             for mark, probs in probabilities.items()
         }
-        path = RESULTS / ("cleanlab.json" if shard is None else f"cleanlab-shard{shard[0]}.json")
-        own = json.loads(path.read_text()) if path.exists() else {}
-        own[name] = figures
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(own, indent=1, sort_keys=True))
-        print(f"  cross-validated {name}", flush=True)
-        return figures
-    return dict(cache[name])
+
+    return cache.get(f"noise={noise}|seed={seed}|epochs={epochs}|model={model}", compute)
+
+
+def collect(
+    args: argparse.Namespace, noise: float, runs: ResultCache, cleanlab: ResultCache
+) -> tuple[list[Any], dict[str, list[Any]]]:
+    """cleanlab's figures per seed and the scored runs per configuration (None: other shard)."""
+    cross = [
+        cross_validated(cleanlab, noise, s, args.epochs, args.model) for s in range(args.seeds)
+    ]
+    scored = {
+        config: [
+            cached_run(runs, RunKey(config, noise, seed, args.epochs, args.model))
+            for seed in range(args.seeds)
+        ]
+        for config in SCORED_CONFIGS
+    }
+    return cross, scored
 
 
 def fmt(values: list[float], digits: int = 4) -> str:
@@ -141,14 +158,9 @@ def prf(rows: list[dict[str, float]]) -> str:
     return f"{mean['precision']:.3f} / {mean['recall']:.3f} / {mean['f1']:.3f} ({flagged:.0f})"
 
 
-def report(noise: float, seeds: int, epochs: int, model: str, cache: RunCache) -> dict[str, Any]:
-    cleanlab = [cleanlab_cached(noise, seed, epochs, model) for seed in range(seeds)]
-    runs = {
-        config: [cache.get(RunKey(config, noise, seed, epochs, model)) for seed in range(seeds)]
-        for config in SCORED_CONFIGS
-    }
-    if any(c is None for c in cleanlab) or any(r is None for rs in runs.values() for r in rs):
-        raise RuntimeError("unsharded runs compute everything: nothing should be missing")
+def report(
+    noise: float, seeds: int, epochs: int, model: str, cleanlab: list[Any], runs: dict[str, Any]
+) -> dict[str, Any]:
     print(f"\n## label noise {noise:.0%} ({model} model, mean±sd over {seeds} seeds)")
     print("\ncleanlab on 5-fold out-of-fold probabilities; precision / recall / F1 (flagged)")
     print(
@@ -211,7 +223,7 @@ def report(noise: float, seeds: int, epochs: int, model: str, cache: RunCache) -
     return {"cleanlab": cleanlab, "curves": curves}
 
 
-def plot(results: dict[float, dict[str, Any]], path: str) -> None:
+def plot(results: dict[float, dict[str, Any]], path: Path) -> None:
     figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
     for axis, (noise, result) in zip(axes[0], results.items(), strict=True):
         for name, (passes, auroc) in result["curves"].items():
@@ -233,36 +245,23 @@ def plot(results: dict[float, dict[str, Any]], path: str) -> None:
         axis.set_title(f"label noise {noise:.0%}")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    print(f"\nsaved {path}")
+    save_figure(figure, path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.2, 0.4])
-    parser.add_argument("--model", choices=sorted(MODELS), default="small")
-    parser.add_argument(
-        "--shard", help="i/k: compute only this process's share of what is missing, no report"
-    )
+    add_study_arguments(parser, noise=[0.2, 0.4])
     args = parser.parse_args()
     shard = parse_shard(args.shard)
+    runs, cleanlab = ResultCache("runs", shard), ResultCache("cleanlab", shard)
+    collected = {noise: collect(args, noise, runs, cleanlab) for noise in args.noise}
     if shard is not None:
-        torch.set_num_threads(1)
-        cache = RunCache(shard=shard)
-        for noise in args.noise:
-            for seed in range(args.seeds):
-                cleanlab_cached(noise, seed, args.epochs, args.model, shard)
-                for config in SCORED_CONFIGS:
-                    cache.get(RunKey(config, noise, seed, args.epochs, args.model))
         return
-    cache = RunCache()
     results = {
-        noise: report(noise, args.seeds, args.epochs, args.model, cache) for noise in args.noise
+        noise: report(noise, args.seeds, args.epochs, args.model, *figures)
+        for noise, figures in collected.items()
     }
-    plot(results, str(RESULTS / f"detection-{args.model}.png"))
+    plot(results, RESULTS / f"detection-{args.model}.png")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ On k cores, first train in k processes (``--shard 0/2`` and ``--shard 1/2``), th
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -22,8 +23,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
-from study_common import CONFIGS, MODELS, RESULTS, RunCache, RunKey, mean_sd, parse_shard
+from study_common import (
+    CONFIGS,
+    RESULTS,
+    ResultCache,
+    RunKey,
+    add_study_arguments,
+    cached_run,
+    mean_sd,
+    parse_shard,
+    save_figure,
+)
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, str]:
@@ -70,7 +80,7 @@ def _epochs(by_noise: dict[float, dict[str, list[dict[str, Any]]]]) -> int:
     return len(runs[0]["epochs"])
 
 
-def plot(by_noise: dict[float, dict[str, list[dict[str, Any]]]], path: str) -> None:
+def plot(by_noise: dict[float, dict[str, list[dict[str, Any]]]], path: Path) -> None:
     figure, axes = plt.subplots(2, len(by_noise), figsize=(5 * len(by_noise), 7), squeeze=False)
     for column, (noise, by_config) in enumerate(by_noise.items()):
         for config, runs in by_config.items():
@@ -83,31 +93,21 @@ def plot(by_noise: dict[float, dict[str, list[dict[str, Any]]]], path: str) -> N
         axes[1][column].set_ylabel("test loss")
         axes[1][column].set_xlabel("epoch")
     axes[0][0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    print(f"\nsaved {path}")
+    save_figure(figure, path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4])
-    parser.add_argument("--model", choices=sorted(MODELS), default="small")
+    add_study_arguments(parser, noise=[0.0, 0.2, 0.4])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument(
-        "--shard", help="i/k: train only this process's share of the missing runs, no report"
-    )
     args = parser.parse_args()
     shard = parse_shard(args.shard)
-    if shard is not None:
-        torch.set_num_threads(1)  # k one-thread processes beat one k-thread process here
-    cache = RunCache(shard=shard)
+    cache = ResultCache("runs", shard)
     by_noise: dict[float, dict[str, list[dict[str, Any]]]] = {}
     for noise in args.noise:
         by_noise[noise] = {
             config: [
-                cache.get(RunKey(config, noise, seed, args.epochs, args.model))
+                cached_run(cache, RunKey(config, noise, seed, args.epochs, args.model))
                 for seed in range(args.seeds)
             ]
             for config in args.configs
@@ -118,7 +118,7 @@ def main() -> None:
     for noise, by_config in by_noise.items():
         print_table(noise, {config: summarise(runs) for config, runs in by_config.items()})
     print_curves(by_noise)
-    plot(by_noise, str(RESULTS / f"mnist-{args.model}.png"))
+    plot(by_noise, RESULTS / f"mnist-{args.model}.png")
 
 
 if __name__ == "__main__":
