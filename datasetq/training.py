@@ -159,11 +159,12 @@ def train_mnist(
             optimizer.zero_grad()
             loss.mean().backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            metrics = {"loss": loss.detach(), **margin_and_prediction(output.detach(), target)}
-            if sampler is not None:
-                sampler.update(index, metrics)
-            if on_batch is not None:
-                on_batch(index, metrics)
+            if sampler is not None or on_batch is not None:
+                metrics = {"loss": loss.detach(), **margin_and_prediction(output.detach(), target)}
+                if sampler is not None:
+                    sampler.update(index, metrics)
+                if on_batch is not None:
+                    on_batch(index, metrics)
             total += float(loss.detach().sum())
             draws += len(index)
             visited[index] = True
