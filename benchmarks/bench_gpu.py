@@ -28,6 +28,7 @@ from datasetq.models import ExamplesNet
 from datasetq.training import MNIST_MEAN, MNIST_STD, margin_and_prediction
 
 BATCH = 64
+Batch = tuple[list[int] | torch.Tensor, torch.Tensor]  # (ids as drawn, ids on the device)
 
 
 class Sized:
@@ -47,23 +48,39 @@ def gpu_data(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_epoch(
-    batches: Iterator[torch.Tensor],
+    batches: Iterator[Batch],
     images: torch.Tensor,
     labels: torch.Tensor,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     sampler: HeapqSampler | None,
+    cpu_seconds: dict[str, float],
+    with_margins: bool = True,
 ) -> None:
+    """One epoch; adds the training thread's time spent outside the model to ``cpu_seconds``."""
     model.train()
-    for ids in batches:
+    clock = time.perf_counter
+    while True:
+        start = clock()
+        batch = next(batches, None)
+        cpu_seconds["batches"] += clock() - start
+        if batch is None:
+            return
+        drawn, ids = batch
         output = model(images[ids])
         loss = F.nll_loss(output, labels[ids], reduction="none")
         optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
         optimizer.step()
         if sampler is not None:
-            metrics = {"loss": loss.detach(), **margin_and_prediction(output.detach(), labels[ids])}
-            sampler.update(ids, metrics)
+            start = clock()
+            metrics = {"loss": loss.detach()}
+            if with_margins:
+                metrics.update(margin_and_prediction(output.detach(), labels[ids]))
+            middle = clock()
+            sampler.update(drawn, metrics)
+            cpu_seconds["metrics"] += middle - start
+            cpu_seconds["update"] += clock() - middle
 
 
 def main() -> None:
@@ -94,42 +111,60 @@ def run_variants(
     recorded = HeapqSampler(Sized(n), shuffle=True, seed=0, recorder=recorder)
     generator = torch.Generator(device=device).manual_seed(0)
 
-    def random_batches() -> Iterator[torch.Tensor]:
-        return iter(torch.randperm(n, device=device, generator=generator).split(BATCH))
+    def random_batches() -> Iterator[Batch]:
+        return (
+            (ids, ids) for ids in torch.randperm(n, device=device, generator=generator).split(BATCH)
+        )
 
-    def sampler_batches(sampler: HeapqSampler) -> Callable[[], Iterator[torch.Tensor]]:
-        def batches() -> Iterator[torch.Tensor]:
+    def sampler_batches(sampler: HeapqSampler) -> Callable[[], Iterator[Batch]]:
+        # As a DataLoader does: the ids stay on the host (update gets them so), the data moves.
+        def batches() -> Iterator[Batch]:
             for batch in BatchSampler(sampler, BATCH, drop_last=False):
-                yield torch.as_tensor(batch).to(device, non_blocking=True)
+                yield batch, torch.as_tensor(batch).to(device, non_blocking=True)
 
         return batches
 
-    variants: dict[str, tuple[Callable[[], Iterator[torch.Tensor]], HeapqSampler | None]] = {
-        "random order (randperm on the GPU)": (random_batches, None),
-        "HeapqSampler": (sampler_batches(heap), heap),
-        "HeapqSampler + Recorder (SQLite)": (sampler_batches(recorded), recorded),
+    plain = HeapqSampler(Sized(n), shuffle=True, seed=0)
+    variants: dict[str, tuple[Callable[[], Iterator[Batch]], HeapqSampler | None, bool]] = {
+        "random order (randperm on the GPU)": (random_batches, None, False),
+        "HeapqSampler, loss only": (sampler_batches(plain), plain, False),
+        "HeapqSampler, loss + margin + prediction": (sampler_batches(heap), heap, True),
+        "HeapqSampler + Recorder (SQLite)": (sampler_batches(recorded), recorded, True),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, dict[str, float]] = {
+        name: dict.fromkeys(("batches", "metrics", "update"), 0.0) for name in variants
+    }
+    steps = 0
     for repeat in range(args.repeats + 1):  # the first round warms up (warm-up epoch too)
-        for name, (batches, sampler) in variants.items():
+        for name, (batches, sampler, margins) in variants.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
+            seconds = cpu[name] if repeat > 0 else dict.fromkeys(cpu[name], 0.0)
             start = time.perf_counter()
-            train_epoch(batches(), images, labels, model, optimizer, sampler)
+            train_epoch(batches(), images, labels, model, optimizer, sampler, seconds, margins)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if repeat > 0:
                 times[name].append(time.perf_counter() - start)
+        steps += -(-n // BATCH) if repeat > 0 else 0
     recorder.close()
     base = statistics.median(times["random order (randperm on the GPU)"])
     name_device = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"\n{n} samples, batch {BATCH}, ExamplesNet, data on {name_device}")
-    print("| variant | s/epoch (median) | ratio to random |")
-    print("|---|---|---|")
+    print(
+        "| variant | s/epoch (median) | ratio to random | CPU µs/step: batches, metrics, update |"
+    )
+    print("|---|---|---|---|")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"| {name} | {median:.2f} | {median / base:.2f}x |")
-    print("(the sampler's epochs after the first are priority epochs)")
+        parts = ", ".join(
+            f"{1e6 * cpu[name][k] / steps:.0f}" for k in ("batches", "metrics", "update")
+        )
+        print(f"| {name} | {median:.2f} | {median / base:.2f}x | {parts} |")
+    print("(the sampler's epochs after the first are priority epochs; CPU time is the training")
+    print(" thread's, outside the model: drawing a batch and moving its ids, computing the")
+    print(" metrics given to update, and update itself)")
 
 
 if __name__ == "__main__":

@@ -29,21 +29,21 @@ def host_update(
     holding ``key``. Raises ``ValueError`` naming the problem otherwise. Tensors on an
     accelerator are concatenated there and copied to the host in one transfer.
     """
-    _check_metrics(metrics, key)
+    check_metrics(metrics, key)
     raw_ids, raw_columns = _to_host(indices, metrics)
     assert raw_ids is not None
     ids = validate_indices(raw_ids, size)
-    return ids, _validated_columns(raw_columns, len(ids))
+    return ids, validated_columns(raw_columns, len(ids))
 
 
 def host_metrics(metrics: Mapping[str, ArrayLike], count: int, key: str) -> dict[str, F32]:
     """Converts and validates the metrics of an update whose ``count`` ids are known valid."""
-    _check_metrics(metrics, key)
+    check_metrics(metrics, key)
     _, raw_columns = _to_host(None, metrics)
-    return _validated_columns(raw_columns, count)
+    return validated_columns(raw_columns, count)
 
 
-def _check_metrics(metrics: Mapping[str, ArrayLike], key: str) -> None:
+def check_metrics(metrics: Mapping[str, ArrayLike], key: str) -> None:
     if not isinstance(metrics, Mapping):
         raise ValueError(f"metrics should be a dict of name to values, but got {type(metrics)}")
     if key not in metrics:
@@ -52,7 +52,7 @@ def _check_metrics(metrics: Mapping[str, ArrayLike], key: str) -> None:
         )
 
 
-def _validated_columns(raw_columns: dict[str, npt.NDArray[Any]], count: int) -> dict[str, F32]:
+def validated_columns(raw_columns: dict[str, npt.NDArray[Any]], count: int) -> dict[str, F32]:
     columns: dict[str, F32] = {}
     for name, values in raw_columns.items():
         if values.dtype.kind not in "biuf" or len(values) != count or not isinstance(name, str):
@@ -77,7 +77,7 @@ def _raise_bad_column(name: object, values: npt.NDArray[Any], count: int) -> Non
 
 def host_indices(indices: ArrayLike, size: int) -> I64:
     """Converts and validates sample ids (for ``evict``/``reinstate``)."""
-    return validate_indices(_as_array(indices), size)
+    return validate_indices(as_array(indices), size)
 
 
 def validate_indices(indices: npt.NDArray[Any], size: int) -> I64:
@@ -108,7 +108,7 @@ def _to_host(
     """Host arrays of the ids (unless None) and every metric, in one device transfer."""
     if len(metrics) == 1 and not (isinstance(indices, torch.Tensor) and not indices.is_cpu):
         ((name, values),) = metrics.items()
-        return (None if indices is None else _as_array(indices)), {name: _as_array(values)}
+        return (None if indices is None else as_array(indices)), {name: as_array(values)}
     names = list(metrics)
     columns: list[Any] = [indices, *(metrics[name] for name in names)]
     on_device = [i for i, c in enumerate(columns) if isinstance(c, torch.Tensor) and not c.is_cpu]
@@ -119,11 +119,11 @@ def _to_host(
         bounds = np.cumsum([t.numel() for t in flat])[:-1]
         for i, part in zip(on_device, np.split(host, bounds), strict=True):
             columns[i] = part
-    ids = None if indices is None else _as_array(columns[0])
-    return ids, {name: _as_array(c) for name, c in zip(names, columns[1:], strict=True)}
+    ids = None if indices is None else as_array(columns[0])
+    return ids, {name: as_array(c) for name, c in zip(names, columns[1:], strict=True)}
 
 
-def _as_array(column: Any) -> npt.NDArray[Any]:
+def as_array(column: Any) -> npt.NDArray[Any]:
     # Ordered by how often each type arrives from a training loop.
     if isinstance(column, torch.Tensor):
         if column.requires_grad:

@@ -226,6 +226,11 @@ class Recorder(SamplerListener):
         if not self._opened or self._writer is None:
             return self.report
         try:
+            if self._sampler is not None:
+                self._sampler.synchronize()  # updates still on their way from the GPU
+        except ValueError as error:
+            log.warning("datasetq recorder: an update was dropped: %s", error)
+        try:
             self._finalize_epoch()
             self._flush_visits()
         except Exception as error:  # never let recording crash the end of training

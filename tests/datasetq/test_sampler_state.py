@@ -217,15 +217,6 @@ def test_update_accepts_lists_arrays_and_tensors(kind):
     assert np.isnan(sampler.loss[[0, 4]]).all()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_update_accepts_cuda_tensors():
-    sampler = HeapqSampler(range(5), seed=0)
-    sampler.update(
-        torch.tensor([1, 2], device="cuda"), {"loss": torch.tensor([0.5, 0.25], device="cuda")}
-    )
-    np.testing.assert_allclose(sampler.loss[[1, 2]], [0.5, 0.25])
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

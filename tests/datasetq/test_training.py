@@ -128,3 +128,18 @@ def test_demo_refuses_a_database_that_is_behind_with_a_message(tmp_path, capsys)
     connection.close()
     assert main(["demo", "--epochs", "1", "--db", f"sqlite:///{path}", "--no-serve"]) == 1
     assert "run `datasetq db upgrade --db" in capsys.readouterr().err
+
+
+def test_margin_and_prediction_match_their_definition():
+    from datasetq.training import margin_and_prediction
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 5, generator=generator).round(decimals=1)  # rounding makes ties
+    target = torch.randint(0, 5, (200,), generator=generator)
+    result = margin_and_prediction(logits, target)
+    given = logits[torch.arange(200), target]
+    others = logits.clone()
+    others[torch.arange(200), target] = float("-inf")
+    torch.testing.assert_close(result["margin"], given - others.max(dim=1).values)
+    assert (logits[torch.arange(200), result["pred"].long()] == logits.max(dim=1).values).all()
+    assert result["pred"].dtype == torch.float32
