@@ -78,10 +78,15 @@ class PriorityRuns:
         self._levels = [np.sort(entries)] if len(entries) else []
 
     def push(self, entries: U64) -> None:
-        """Adds a batch of entries."""
+        """Adds a batch of entries; identical entries within the batch are added once."""
         if not len(entries):
             return
         carry = np.sort(entries)
+        # A sample updated twice before the next chunk is pushed twice with the same key. Left
+        # in, a pop that takes one copy could leave the other behind, outliving its key.
+        repeated = carry[1:] == carry[:-1]
+        if repeated.any():
+            carry = carry[np.concatenate(([True], ~repeated))]
         for depth in range(len(self._levels)):
             level = self._levels[depth]
             if not len(level):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Iterator, Mapping, Sized
@@ -12,7 +13,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Sampler
 
-from . import _distributed
+from . import _device_updates, _distributed
 from ._base_order import BaseOrder
 from ._device_updates import DeviceUpdate, fetch_device_updates, snapshot_device_update
 from ._inputs import ArrayLike, host_indices, host_metrics, host_update
@@ -306,7 +307,7 @@ class HeapqSampler(Sampler[int]):
         self._flush_pending()
         eligible = np.flatnonzero(self._state == _SCORED)
         entries = np.sort(pack(self._keys(eligible), eligible))
-        return unpack_ids(entries)
+        return unpack_ids(entries if self.size is None else entries[: self.size])
 
     # ------------------------------------------------------------------ control
     def set_epoch(self, epoch: int) -> None:
@@ -368,7 +369,12 @@ class HeapqSampler(Sampler[int]):
             update is dropped. Call :meth:`synchronize` to apply and check at once.
         """
         distributed = self.num_replicas > 1 and _distributed.is_initialized()
-        if not distributed:
+        priority = metrics.get(self.key) if type(metrics) is dict else None
+        on_device = type(metrics) is not dict or (
+            type(priority) is torch.Tensor
+            and (not priority.is_cpu or "cpu" in _device_updates.DEFERRED_DEVICE_TYPES)
+        )
+        if on_device and not distributed:
             snapshot = snapshot_device_update(indices, metrics, self.key)
             if snapshot is not None:
                 self._add_pending(snapshot, snapshot.count)
@@ -438,14 +444,17 @@ class HeapqSampler(Sampler[int]):
                 self._stale = True  # updated while queued: its old entry is out of date
             competing = ids[(previous & _EVICTED) == 0]
             self._queue.push(pack(self._keys(competing), competing))
-            if self.size is not None and len(self._queue) > self.size:
-                self._enforce_size()
         if self.listener is not None:
             for update_ids, update_columns in received:
                 self.listener.on_update(self, update_ids, update_columns)
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[int]:
+        # chain() hands out each share's ids from C, so no Python frame runs per id; the
+        # generator below runs once per share (a chunk), when chain() needs the next one.
+        return itertools.chain.from_iterable(self._shares())
+
+    def _shares(self) -> Iterator[Iterator[int]]:
         if self._resuming:
             self._resuming = False
         else:
@@ -458,7 +467,7 @@ class HeapqSampler(Sampler[int]):
                     break
                 self._next_chunk()
                 continue
-            yield from self._share_iter
+            yield self._share_iter  # chain() resumes here once it is exhausted
             self._yielded_before += len(self._share)
             self._share_iter = None
         self._epoch_done = True
@@ -500,6 +509,10 @@ class HeapqSampler(Sampler[int]):
 
     def _next_chunk(self) -> None:
         self._flush_pending()
+        # `size` is enforced here only, when a chunk is drawn: updates applied earlier than
+        # usual (by a checkpoint or a read) must leave the same pool as updates applied now.
+        if self.size is not None and self._queue_built and len(self._queue) > self.size:
+            self._enforce_size()
         # Whole chunks (a multiple of num_replicas) keep every rank in step with the others.
         count = min(self.chunk_size * self.num_replicas, self._total - self._epoch_drawn)
         parts = []
@@ -644,8 +657,6 @@ class HeapqSampler(Sampler[int]):
         self._queue.build(pack(self._keys(eligible), eligible))
         self._queue_built = True
         self._stale = False
-        if self.size is not None and len(eligible) > self.size:
-            self._enforce_size()
 
     def _requeue(self, ids: I64) -> None:
         """Puts samples that became eligible again back into the pool."""
@@ -654,8 +665,6 @@ class HeapqSampler(Sampler[int]):
         scored = ids[(self._state[ids] & _SCORED) != 0]
         if self._queue_built and len(scored):
             self._queue.push(pack(self._keys(scored), scored))
-            if self.size is not None and len(self._queue) > self.size:
-                self._enforce_size()
         if len(scored) < len(ids):
             self._maybe_unscored = True
             self._unscored_cursor = 0

