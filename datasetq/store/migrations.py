@@ -14,7 +14,7 @@ from alembic import command
 from ..errors import StoreError
 from .engine import create_store_engine
 
-__all__ = ["current_revision", "ensure_schema", "head_revision", "upgrade"]
+__all__ = ["create_at_head", "current_revision", "ensure_schema", "head_revision", "upgrade"]
 
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 
@@ -52,6 +52,19 @@ def upgrade(url: str) -> str:
         engine.dispose()
 
 
+def create_at_head(engine: Engine) -> None:
+    """Creates the newest schema in an empty database from the models, stamped at the head
+    revision (Alembic's recipe for a new database): one transaction, without loading the
+    migration scripts, so a Recorder on a fresh file starts in a fraction of the time.
+    A test checks that the result equals what the migrations build."""
+    from .models import Base
+
+    with engine.begin() as connection:
+        Base.metadata.create_all(connection)
+        script = ScriptDirectory.from_config(alembic_config(str(engine.url)))
+        MigrationContext.configure(connection).stamp(script, "head")
+
+
 def ensure_schema(engine: Engine, url: str, *, create: bool) -> None:
     """Checks that the database is at the newest schema.
 
@@ -64,7 +77,7 @@ def ensure_schema(engine: Engine, url: str, *, create: bool) -> None:
         return
     if current is None and create and not inspect(engine).get_table_names():
         try:
-            upgrade(url)
+            create_at_head(engine)
         except Exception:
             # Another process created the schema at the same moment: that is fine.
             if current_revision(engine) != head:

@@ -40,6 +40,7 @@ def main() -> int:
         dataset=dataset,
         flush_interval=args.flush_interval,
         batch_rows=2000,
+        record_visits=True,
         lock_timeout=args.lock_timeout,
         close_timeout=args.close_timeout,
     )

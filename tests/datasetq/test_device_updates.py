@@ -134,7 +134,7 @@ def test_listener_sees_updates_in_order(device):
 def test_recorder_stores_device_updates_including_the_last_one(device, tmp_path):
     dataset = TinyDataset(40)
     url = f"sqlite:///{tmp_path / 'device.db'}"
-    with Recorder(url, run="device", dataset=dataset) as recorder:
+    with Recorder(url, run="device", dataset=dataset, record_visits=True) as recorder:
         sampler = HeapqSampler(dataset, seed=0, recorder=recorder)
         for ids in BatchSampler(sampler, 16, False):
             sampler.update(on(device, ids), {"loss": torch.rand(len(ids)).to(device)})

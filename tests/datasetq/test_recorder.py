@@ -41,7 +41,9 @@ def read(url, statement):
 
 def test_records_a_run_completely(store_url):
     dataset = TinyDataset(60)
-    with Recorder(store_url, run="tiny", dataset=dataset, config={"lr": 0.1}) as recorder:
+    with Recorder(
+        store_url, run="tiny", dataset=dataset, config={"lr": 0.1}, record_visits=True
+    ) as recorder:
         sampler, reports = train_recorded(recorder, dataset, epochs=4, max_visits=3)
     assert recorder.report.ok
     assert recorder.report.duplicates == 0
@@ -126,7 +128,7 @@ def test_queries_answer_what_the_dashboard_asks(store_url):
 
 def test_a_batch_sent_twice_is_stored_once(store_url):
     dataset = TinyDataset(30)
-    recorder = Recorder(store_url, run="dup", dataset=dataset).open()
+    recorder = Recorder(store_url, run="dup", dataset=dataset, record_visits=True).open()
     recorder.close()
     batch = Batch(
         seq=10_000,

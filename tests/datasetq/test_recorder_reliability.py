@@ -230,6 +230,7 @@ def test_store_unavailable_training_finishes_and_everything_arrives(store_url):
         store_url,
         run="outage",
         dataset=dataset,
+        record_visits=True,
         flush_interval=0.05,
         lock_timeout=0.2,
         retry_interval=0.2,
@@ -267,7 +268,9 @@ def test_store_unavailable_training_finishes_and_everything_arrives(store_url):
 
 def test_dataloader_with_forked_workers_while_recording(store_url):
     dataset = TinyDataset(128)
-    with Recorder(store_url, run="workers", dataset=dataset, flush_interval=0.05) as recorder:
+    with Recorder(
+        store_url, run="workers", dataset=dataset, flush_interval=0.05, record_visits=True
+    ) as recorder:
         sampler = HeapqSampler(dataset, recorder=recorder, seed=0, max_visits=5)
         context = torch.multiprocessing.get_context("fork")
         loader = DataLoader(

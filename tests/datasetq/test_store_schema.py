@@ -58,3 +58,31 @@ def test_cli_db_upgrade(tmp_path, capsys):
     bad = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
     assert main(["db", "upgrade", "--db", bad]) == 1
     assert "datasetq db upgrade:" in capsys.readouterr().err
+
+
+def test_a_recorder_creates_the_same_schema_as_the_migrations(store_url, tmp_path):
+    Recorder(store_url, run="fresh", dataset=TinyDataset()).open().close()
+    migrated_url = f"sqlite:///{tmp_path / 'migrated.db'}"
+    upgrade(migrated_url)
+    engines = create_store_engine(store_url), create_store_engine(migrated_url)
+    try:
+        assert current_revision(engines[0]) == head_revision()
+        with engines[0].connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+        inspectors = [inspect(engine) for engine in engines]
+        tables = [set(i.get_table_names()) for i in inspectors]
+        assert tables[0] == tables[1]
+        if engines[0].dialect.name == "sqlite":  # same dialect: indexes compare one to one
+            for table in tables[0]:
+                indexes = [sorted(map(described, i.get_indexes(table))) for i in inspectors]
+                assert indexes[0] == indexes[1], table
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def described(index) -> str:
+    """An index as comparable text (its partial-index clause is an object without equality)."""
+    options = {k: str(v) for k, v in index.get("dialect_options", {}).items()}
+    return str((index["name"], index["column_names"], bool(index["unique"]), options))
