@@ -24,7 +24,8 @@ def test_gpu_benchmark_runs_every_variant_on_the_cpu():
     names = [row.split("|")[1].strip() for row in rows[1:]]
     assert names == [
         "random order (randperm on the GPU)",
-        "HeapqSampler",
+        "HeapqSampler, loss only",
+        "HeapqSampler, loss + margin + prediction",
         "HeapqSampler + Recorder (SQLite)",
     ]
     assert all(float(row.split("|")[2]) > 0 for row in rows[1:])

@@ -68,6 +68,10 @@ class Recorder(SamplerListener):
             grouped by sample; the log adds only their order across samples, and costs the
             writer about a third more work. Default: ``False``.
         flush_interval (float): seconds between batches. Default: 1.0.
+        state_interval (float): seconds between writes of the latest per-sample state (the
+            dashboard's galleries); each epoch's statistics are written every epoch, and
+            :meth:`close` writes the final state. Fewer state writes leave the CPU to training
+            when epochs are short. Default: 10.
         batch_rows (int): rows that trigger a batch before the interval. Default: 50,000
             (at most 2**20).
         spill_dir (str, optional): where undeliverable batches wait. Default: next to the
@@ -97,6 +101,7 @@ class Recorder(SamplerListener):
         config: Mapping[str, Any] | None = None,
         record_visits: bool = False,
         flush_interval: float = 1.0,
+        state_interval: float = 10.0,
         batch_rows: int = 50_000,
         spill_dir: str | Path | None = None,
         close_timeout: float = 30.0,
@@ -120,6 +125,9 @@ class Recorder(SamplerListener):
         n = self.description.num_samples
         self.record_visits = record_visits
         self.flush_interval = flush_interval
+        if state_interval < 0:
+            raise ValueError(f"state_interval should be non-negative, but got {state_interval}")
+        self.state_interval = state_interval
         self.batch_rows = batch_rows
         self.close_timeout = close_timeout
         self.lock_timeout = lock_timeout
@@ -145,6 +153,8 @@ class Recorder(SamplerListener):
         self._last_flush = time.monotonic()
         # Evicted at the last recorded epoch: a reinstated one needs its row rewritten.
         self._evicted_before: I64 = np.empty(0, np.int64)
+        self._state_dirty = np.zeros(n, dtype=bool)  # changed since the last state write
+        self._last_state_write = time.monotonic()
         self._last_pred: npt.NDArray[np.int64] = np.full(n, -1, dtype=np.int64)
         self._last_margin = np.full(n, np.nan, dtype=np.float64)
         self._loss_sum = np.zeros(n, dtype=np.float64)
@@ -233,7 +243,7 @@ class Recorder(SamplerListener):
         except ValueError as error:
             log.warning("datasetq recorder: an update was dropped: %s", error)
         try:
-            self._finalize_epoch()
+            self._finalize_epoch(final=True)
             self._flush_visits()
         except Exception as error:  # never let recording crash the end of training
             log.warning("datasetq recorder: could not finish the last epoch: %s", error)
@@ -335,8 +345,9 @@ class Recorder(SamplerListener):
         self._visit_ids, self._visit_losses, self._visit_rows = [], [], 0
         self._next_batch("visits", {"epoch": self._epoch}, {"sample_id": ids, "loss": losses})
 
-    def _finalize_epoch(self) -> None:
-        """Sends the collected epoch's per-sample statistics and summary as one batch."""
+    def _finalize_epoch(self, final: bool = False) -> None:
+        """Sends the collected epoch's per-sample statistics and summary as one batch, with
+        the latest state of the samples that changed when it is time (or ``final``)."""
         sampler, epoch = self._sampler, self._epoch
         if sampler is None or epoch is None or not self._opened:
             return
@@ -361,8 +372,15 @@ class Recorder(SamplerListener):
         evicted_epoch[evicted_ids] = evicted_epochs
         new_evictions = evicted_ids[evicted_epochs == epoch]
         # Rows for every sample whose state changed: reported this epoch, or evicted, or freed.
-        changed = np.union1d(touched, np.union1d(evicted_ids, self._evicted_before))
+        self._state_dirty[touched] = True
+        self._state_dirty[evicted_ids] = True
+        self._state_dirty[self._evicted_before] = True
         self._evicted_before = evicted_ids
+        changed = np.empty(0, dtype=np.int64)
+        if final or time.monotonic() - self._last_state_write >= self.state_interval:
+            changed = np.flatnonzero(self._state_dirty)
+            self._state_dirty[:] = False
+            self._last_state_write = time.monotonic()
         visits = sampler.visits
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = self._loss_sum[changed] / self._loss_reports[changed]

@@ -154,7 +154,7 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
         ),
     )
     _store_visit_blocks(connection, run_id, epoch, blocks, starts, offsets, a["epoch_losses"])
-    count = len(a["state_ids"])
+    count = len(a["state_ids"])  # zero in epochs between state writes
     state_rows = zip(
         [run_id] * count,
         a["state_ids"].tolist(),
@@ -169,7 +169,8 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
         _nullable(a["state_margin"]),
         strict=True,
     )
-    bulk_upsert(connection, "sample_state", STATE_COLUMNS, ("run_id", "sample_id"), state_rows)
+    if count:
+        bulk_upsert(connection, "sample_state", STATE_COLUMNS, ("run_id", "sample_id"), state_rows)
     meta = batch.meta
     epoch_values = {
         "run_id": run_id,

@@ -267,3 +267,26 @@ def test_relabels_reach_the_wrapped_dataset_between_epochs(tmp_path):
         list(sampler)
         assert wrapped[4][1][1] == 2
         assert wrapped[5][1][1] == dataset.targets[5]
+
+
+@pytest.mark.parametrize(("state_interval", "states_written"), [(0.0, 3), (3600.0, 1)])
+def test_latest_state_is_written_every_state_interval_and_at_close(
+    tmp_path, state_interval, states_written
+):
+    dataset = TinyDataset(30)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    recorder = Recorder(url, run="state", dataset=dataset, state_interval=state_interval).open()
+    sent = []
+    submit = recorder._writer.submit
+    recorder._writer.submit = lambda batch: (sent.append(batch), submit(batch))
+    train_recorded(recorder, dataset, epochs=3)
+    recorder.close()
+    epoch_batches = [b for b in sent if b.kind == "epoch"]
+    assert len(epoch_batches) == 3
+    with_state = [b for b in epoch_batches if len(b.arrays["state_ids"])]
+    assert len(with_state) == states_written
+    assert epoch_batches[-1] in with_state  # close writes the final state
+    written = {i for b in with_state for i in b.arrays["state_ids"].tolist()}
+    assert written == set(range(30))
+    (count,) = read(url, select(func.count()).select_from(SampleStateRecord))
+    assert count[0] == 30
