@@ -3,7 +3,7 @@ cost of recording while training. Each prints its figures; run on demand.
 
     .venv/bin/python benchmarks/bench_store.py ingest [--rows 1000000]
     .venv/bin/python benchmarks/bench_store.py scale [--samples 1281167 --epochs 30]
-    .venv/bin/python benchmarks/bench_store.py training [--epochs 3 --repeats 2]
+    .venv/bin/python benchmarks/bench_store.py training [--epochs 3 --repeats 7 --pairs 12]
 """
 
 from __future__ import annotations
@@ -328,6 +328,41 @@ def bench_training(epochs: int, repeats: int) -> None:
     print(f"  all runs (s): off [{shown['off']}], on [{shown['on']}]")
 
 
+def bench_training_epochs(pairs: int) -> None:
+    """Steady-state cost per epoch, paired: one process alternates epochs of two samplers,
+    one with a recorder attached (to one open database), one without. Pairing epochs next to
+    each other cancels most of this machine's slow drifts, which whole runs cannot."""
+    from datasetq.training import TrainConfig, make_splits, train_mnist
+
+    torch.set_num_threads(2)
+    config = TrainConfig(epochs=1, sampler_options={"max_visits": 10})
+    splits = make_splits(config)
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as folder:
+        recorder = Recorder(
+            f"sqlite:///{Path(folder) / 'paired.db'}", run="paired", dataset=splits[0]
+        )
+        recorder.open()
+        samplers = {
+            "off": HeapqSampler(splits[0], shuffle=True, seed=0, max_visits=10),
+            "on": HeapqSampler(splits[0], shuffle=True, seed=0, max_visits=10, recorder=recorder),
+        }
+        for pair in range(pairs + 1):  # the first pair warms up
+            for mode in ("off", "on") if pair % 2 == 0 else ("on", "off"):
+                start = time.perf_counter()
+                train_mnist(config, sampler_factory=lambda _, m=mode: samplers[m], splits=splits)
+                if pair:
+                    times[mode].append(time.perf_counter() - start)
+        recorder.close()
+    ratios = sorted(b / a - 1 for a, b in zip(times["off"], times["on"], strict=True))
+    print(
+        f"paired epochs (train + evaluate, {pairs} pairs): recorder off "
+        f"{statistics.median(times['off']):.3f} s, on {statistics.median(times['on']):.3f} s; "
+        f"median of pairs {100 * statistics.median(ratios):+.1f}%, interquartile "
+        f"{100 * ratios[len(ratios) // 4]:+.1f}% to {100 * ratios[(3 * len(ratios)) // 4]:+.1f}%"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -343,13 +378,17 @@ def main() -> None:
     training = commands.add_parser("training")
     training.add_argument("--epochs", type=int, default=3)
     training.add_argument("--repeats", type=int, default=7)
+    training.add_argument("--pairs", type=int, default=12, help="paired epochs (0: skip)")
     args = parser.parse_args()
     if args.command == "ingest":
         bench_ingest(args.rows, args.samples)
     elif args.command == "scale":
         bench_scale(args.samples, args.epochs, args.keep)
     else:
-        bench_training(args.epochs, args.repeats)
+        if args.repeats:
+            bench_training(args.epochs, args.repeats)
+        if args.pairs:
+            bench_training_epochs(args.pairs)
 
 
 if __name__ == "__main__":

@@ -501,7 +501,9 @@ class HeapqSampler(Sampler[int]):
         waiting = np.flatnonzero(self._state & _WAITING)
         self._state[waiting] &= ~_WAITING
         if epoch >= self.start_at:
-            if self._queue_built and not self._stale:
+            # Out-of-date entries are skipped when popped; rebuilding to drop them costs a full
+            # sort, worth it only once they crowd the queue (steps= marks it stale every chunk).
+            if self._queue_built and (not self._stale or len(self._queue) <= 2 * self._n):
                 self._requeue(waiting[(self._state[waiting] & _EVICTED) == 0])
             else:
                 self._build_queue()
