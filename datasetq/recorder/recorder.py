@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 import warnings
@@ -69,9 +70,9 @@ class Recorder(SamplerListener):
             writer about a third more work. Default: ``False``.
         flush_interval (float): seconds between batches. Default: 1.0.
         state_interval (float): seconds between writes of the latest per-sample state (the
-            dashboard's galleries); each epoch's statistics are written every epoch, and
-            :meth:`close` writes the final state. Fewer state writes leave the CPU to training
-            when epochs are short. Default: 10.
+            dashboard's galleries), after the first epoch's; each epoch's statistics are
+            written every epoch, and :meth:`close` writes the final state. Fewer state writes
+            leave the CPU to training when epochs are short. Default: 10.
         batch_rows (int): rows that trigger a batch before the interval. Default: 50,000
             (at most 2**20).
         spill_dir (str, optional): where undeliverable batches wait. Default: next to the
@@ -154,7 +155,7 @@ class Recorder(SamplerListener):
         # Evicted at the last recorded epoch: a reinstated one needs its row rewritten.
         self._evicted_before: I64 = np.empty(0, np.int64)
         self._state_dirty = np.zeros(n, dtype=bool)  # changed since the last state write
-        self._last_state_write = time.monotonic()
+        self._last_state_write = -math.inf  # the first epoch fills the galleries at once
         self._last_pred: npt.NDArray[np.int64] = np.full(n, -1, dtype=np.int64)
         self._last_margin = np.full(n, np.nan, dtype=np.float64)
         self._loss_sum = np.zeros(n, dtype=np.float64)
