@@ -502,8 +502,8 @@ class HeapqSampler(Sampler[int]):
         self._state[waiting] &= ~_WAITING
         if epoch >= self.start_at:
             # Out-of-date entries are skipped when popped; rebuilding to drop them costs a full
-            # sort, worth it only once they crowd the queue (steps= marks it stale every chunk).
-            if self._queue_built and (not self._stale or len(self._queue) <= 2 * self._n):
+            # sort, worth it once they outnumber the samples (steps= makes it stale each chunk).
+            if self._queue_built and (not self._stale or len(self._queue) <= self._n):
                 self._requeue(waiting[(self._state[waiting] & _EVICTED) == 0])
             else:
                 self._build_queue()
