@@ -366,7 +366,8 @@ class HeapqSampler(Sampler[int]):
             next chunk of draws, in one transfer for all updates since the last: a synchronising
             copy per step cost the examples CNN about 30% per epoch on an H100. Their values are
             checked then: an out-of-range id or a NaN loss raises ``ValueError`` there, and that
-            update is dropped. Call :meth:`synchronize` to apply and check at once.
+            update is dropped. Call :meth:`synchronize` to apply and check at once. Under
+            ``torch.distributed`` updates are all-gathered when given, which waits for the GPU.
         """
         distributed = self.num_replicas > 1 and _distributed.is_initialized()
         priority = metrics.get(self.key) if type(metrics) is dict else None
