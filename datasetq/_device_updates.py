@@ -22,18 +22,23 @@ import numpy.typing as npt
 import torch
 
 from ._inputs import (
-    F32,
-    I64,
     ArrayLike,
+    HostUpdate,
     as_array,
     check_metrics,
     validate_indices,
     validated_columns,
 )
 
-HostUpdate = tuple[I64, dict[str, F32]]
-# Devices whose tensors are snapshotted rather than copied at once (tests add "cpu").
-DEFERRED_DEVICE_TYPES = {"cuda"}
+# Tests set this to run the deferred path with CPU tensors, as CI has no GPU.
+DEFER_CPU_TENSORS = False
+
+
+def deferred(values: object) -> bool:
+    """True for a tensor that ``update`` snapshots where it is rather than copying to the host."""
+    return isinstance(values, torch.Tensor) and (
+        values.is_cuda or (DEFER_CPU_TENSORS and values.is_cpu)
+    )
 
 
 class DeviceUpdate:
@@ -61,9 +66,9 @@ def snapshot_device_update(
     if not isinstance(metrics, Mapping) or not metrics:
         return None  # the host path explains the error
     columns = list(metrics.values())
-    device = columns[0].device if isinstance(columns[0], torch.Tensor) else None
-    if device is None or device.type not in DEFERRED_DEVICE_TYPES:
+    if not deferred(columns[0]):
         return None
+    device = columns[0].device  # type: ignore[union-attr]
     if any(not isinstance(c, torch.Tensor) or c.device != device for c in columns):
         return None  # metrics spread over devices (rare): converted at once
     check_metrics(metrics, key)
@@ -71,7 +76,7 @@ def snapshot_device_update(
     for name in names:
         if not isinstance(name, str) or not name:
             raise ValueError(f"metric names should be non-empty strings, but got {name!r}")
-    if _deferred(indices):
+    if deferred(indices):
         assert isinstance(indices, torch.Tensor)
         ids: torch.Tensor | npt.NDArray[Any] = indices.detach().reshape(-1).clone()
     else:
@@ -124,7 +129,3 @@ def _fetch_grouped(
         for position, piece in zip(positions, np.split(merged, bounds, axis=dim), strict=True):
             host[position] = piece
     return host
-
-
-def _deferred(values: object) -> bool:
-    return isinstance(values, torch.Tensor) and values.device.type in DEFERRED_DEVICE_TYPES

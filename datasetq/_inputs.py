@@ -18,11 +18,12 @@ import torch
 ArrayLike: TypeAlias = torch.Tensor | npt.NDArray[Any] | Sequence[float] | Sequence[int]
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
+HostUpdate: TypeAlias = tuple[I64, dict[str, F32]]  # validated ids and metric columns
 
 
 def host_update(
     indices: ArrayLike, metrics: Mapping[str, ArrayLike], size: int, key: str
-) -> tuple[I64, dict[str, F32]]:
+) -> HostUpdate:
     """Converts and validates one ``update`` call.
 
     Returns int64 ids in ``[0, size)`` and float32 metric columns of the same length, finite,

@@ -13,10 +13,10 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Sampler
 
-from . import _device_updates, _distributed
+from . import _distributed
 from ._base_order import BaseOrder
-from ._device_updates import DeviceUpdate, fetch_device_updates, snapshot_device_update
-from ._inputs import ArrayLike, host_indices, host_metrics, host_update
+from ._device_updates import DeviceUpdate, deferred, fetch_device_updates, snapshot_device_update
+from ._inputs import ArrayLike, HostUpdate, host_indices, host_metrics, host_update
 from ._priority_queue import PriorityRuns, float_keys, pack, unpack_ids, unpack_keys
 from ._recent_draws import RecentDraws
 from .errors import AllSamplesEvictedError
@@ -24,7 +24,6 @@ from .errors import AllSamplesEvictedError
 __all__ = ["HeapqSampler", "SamplerListener"]
 
 I64 = npt.NDArray[np.int64]
-_Update = tuple[I64, dict[str, npt.NDArray[np.float32]]]  # ids and metric columns, on the host
 
 # Per-sample state flags (one byte per sample).
 _EVICTED = np.uint8(1)  # never drawn until reset() or reinstate()
@@ -222,7 +221,7 @@ class HeapqSampler(Sampler[int]):
         # keys, and the next epoch rebuilds the queue). Training alone never sets it.
         self._stale = False
         # Updates received since the last chunk, applied by _flush_pending().
-        self._pending: list[_Update | DeviceUpdate] = []
+        self._pending: list[HostUpdate | DeviceUpdate] = []
         self._pending_count = 0
         self._recent = RecentDraws()
         self._base = BaseOrder(n, shuffle, seed)
@@ -370,11 +369,7 @@ class HeapqSampler(Sampler[int]):
             ``torch.distributed`` updates are all-gathered when given, which waits for the GPU.
         """
         distributed = self.num_replicas > 1 and _distributed.is_initialized()
-        priority = metrics.get(self.key) if type(metrics) is dict else None
-        on_device = type(metrics) is not dict or (
-            type(priority) is torch.Tensor
-            and (not priority.is_cpu or "cpu" in _device_updates.DEFERRED_DEVICE_TYPES)
-        )
+        on_device = type(metrics) is not dict or deferred(metrics.get(self.key))
         if on_device and not distributed:
             snapshot = snapshot_device_update(indices, metrics, self.key)
             if snapshot is not None:
@@ -401,7 +396,7 @@ class HeapqSampler(Sampler[int]):
         """
         self._flush_pending()
 
-    def _add_pending(self, update: _Update | DeviceUpdate, count: int) -> None:
+    def _add_pending(self, update: HostUpdate | DeviceUpdate, count: int) -> None:
         if not count:
             return
         # Applying waits for the next chunk (or a read): batching it there costs a few array
@@ -422,7 +417,7 @@ class HeapqSampler(Sampler[int]):
         if error is not None:
             raise error
 
-    def _apply(self, received: list[_Update]) -> None:
+    def _apply(self, received: list[HostUpdate]) -> None:
         if len(received) == 1:
             ids, columns = received[0]
         else:
@@ -791,14 +786,14 @@ class HeapqSampler(Sampler[int]):
 
 
 def _received(
-    pending: list[_Update | DeviceUpdate], size: int
-) -> tuple[list[_Update], ValueError | None]:
+    pending: list[HostUpdate | DeviceUpdate], size: int
+) -> tuple[list[HostUpdate], ValueError | None]:
     """The pending updates as host arrays, in order, and the first error of a dropped one."""
     on_device = [update for update in pending if isinstance(update, DeviceUpdate)]
     if not on_device:
         return pending, None  # type: ignore[return-value]
     fetched = iter(fetch_device_updates(on_device, size))
-    received: list[_Update] = []
+    received: list[HostUpdate] = []
     error: ValueError | None = None
     for update in pending:
         result = next(fetched) if isinstance(update, DeviceUpdate) else update
@@ -809,7 +804,7 @@ def _received(
     return received, error
 
 
-def _column(pending: _Update, name: str) -> npt.NDArray[np.float32]:
+def _column(pending: HostUpdate, name: str) -> npt.NDArray[np.float32]:
     """One pending update's values of a metric, NaN where that update did not give it."""
     values = pending[1].get(name)
     return np.full(len(pending[0]), np.nan, np.float32) if values is None else values

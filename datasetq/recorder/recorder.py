@@ -373,9 +373,7 @@ class Recorder(SamplerListener):
         evicted_epoch[evicted_ids] = evicted_epochs
         new_evictions = evicted_ids[evicted_epochs == epoch]
         # Rows for every sample whose state changed: reported this epoch, or evicted, or freed.
-        self._state_dirty[touched] = True
-        self._state_dirty[evicted_ids] = True
-        self._state_dirty[self._evicted_before] = True
+        self._state_dirty[np.concatenate([touched, evicted_ids, self._evicted_before])] = True
         self._evicted_before = evicted_ids
         changed = np.empty(0, dtype=np.int64)
         if final or time.monotonic() - self._last_state_write >= self.state_interval:

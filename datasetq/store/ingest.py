@@ -154,23 +154,8 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
         ),
     )
     _store_visit_blocks(connection, run_id, epoch, blocks, starts, offsets, a["epoch_losses"])
-    count = len(a["state_ids"])  # zero in epochs between state writes
-    state_rows = zip(
-        [run_id] * count,
-        a["state_ids"].tolist(),
-        a["state_visits"].tolist(),
-        a["state_reports"].tolist(),
-        _nullable(a["state_last"]),
-        _nullable(a["state_mean"]),
-        _nullable(a["state_max"]),
-        _nullable_int(a["state_last_epoch"]),
-        _nullable_int(a["state_evicted_epoch"]),
-        _nullable_int(a["state_pred"]),
-        _nullable(a["state_margin"]),
-        strict=True,
-    )
-    if count:
-        bulk_upsert(connection, "sample_state", STATE_COLUMNS, ("run_id", "sample_id"), state_rows)
+    if len(a["state_ids"]):  # empty in epochs between state writes
+        _store_state(connection, run_id, a)
     meta = batch.meta
     epoch_values = {
         "run_id": run_id,
@@ -197,6 +182,26 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
         .where(RunRecord.id == run_id, RunRecord.epochs < epoch + 1)
         .values(epochs=epoch + 1)
     )
+
+
+def _store_state(connection: Connection, run_id: int, a: dict[str, Any]) -> None:
+    """Upserts the latest state of the samples that changed since the last state write."""
+    count = len(a["state_ids"])
+    rows = zip(
+        [run_id] * count,
+        a["state_ids"].tolist(),
+        a["state_visits"].tolist(),
+        a["state_reports"].tolist(),
+        _nullable(a["state_last"]),
+        _nullable(a["state_mean"]),
+        _nullable(a["state_max"]),
+        _nullable_int(a["state_last_epoch"]),
+        _nullable_int(a["state_evicted_epoch"]),
+        _nullable_int(a["state_pred"]),
+        _nullable(a["state_margin"]),
+        strict=True,
+    )
+    bulk_upsert(connection, "sample_state", STATE_COLUMNS, ("run_id", "sample_id"), rows)
 
 
 def _store_evictions(connection: Connection, run_id: int, batch: Batch) -> None:

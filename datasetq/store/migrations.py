@@ -13,6 +13,7 @@ from alembic import command
 
 from ..errors import StoreError
 from .engine import create_store_engine
+from .models import Base
 
 __all__ = ["create_at_head", "current_revision", "ensure_schema", "head_revision", "upgrade"]
 
@@ -57,8 +58,6 @@ def create_at_head(engine: Engine) -> None:
     revision (Alembic's recipe for a new database): one transaction, without loading the
     migration scripts, so a Recorder on a fresh file starts in a fraction of the time.
     A test checks that the result equals what the migrations build."""
-    from .models import Base
-
     with engine.begin() as connection:
         Base.metadata.create_all(connection)
         script = ScriptDirectory.from_config(alembic_config(str(engine.url)))

@@ -26,7 +26,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=needs_cuda)])
 def device(request, monkeypatch) -> str:
     if request.param == "cpu":
-        monkeypatch.setattr(_device_updates, "DEFERRED_DEVICE_TYPES", {"cuda", "cpu"})
+        monkeypatch.setattr(_device_updates, "DEFER_CPU_TENSORS", True)
     return request.param
 
 
