@@ -210,11 +210,10 @@ def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
             arrays={
                 "epoch_ids": ids,
                 "epoch_visits": np.ones(samples, np.int64),
-                "epoch_offsets": ids,  # one visit each: sample i's loss is the i-th
-                "epoch_losses": loss.astype(np.float32),
+                "epoch_losses": loss.astype(np.float32),  # one visit each
                 "epoch_last": loss,
-                "epoch_mean": np.full(samples, np.nan),
-                "epoch_max": np.full(samples, np.nan),
+                "epoch_mean": loss,
+                "epoch_max": loss,
                 "state_ids": ids,
                 "state_visits": visits,
                 "state_reports": visits,

@@ -143,7 +143,11 @@ def run_demo(
         "flipped": flipped.tolist(),  # ground truth: which training labels were flipped
     }
     server = None
-    with Recorder(url, run=run_name, dataset=train_set, config=run_config) as recorder:
+    # The demo is watched live: the galleries follow every epoch (a real run's default is
+    # every 10 s, which leaves short epochs their CPU).
+    with Recorder(
+        url, run=run_name, dataset=train_set, config=run_config, state_interval=0.0
+    ) as recorder:
         print(f"recording run {run_name!r} into {url}")
         if serve is not None:
             server = _start_server(url, *serve)

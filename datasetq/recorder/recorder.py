@@ -70,9 +70,11 @@ class Recorder(SamplerListener):
             writer about a third more work. Default: ``False``.
         flush_interval (float): seconds between batches. Default: 1.0.
         state_interval (float): seconds between writes of the latest per-sample state (the
-            dashboard's galleries), after the first epoch's; each epoch's statistics are
-            written every epoch, and :meth:`close` writes the final state. Fewer state writes
-            leave the CPU to training when epochs are short. Default: 10.
+            dashboard's galleries), counted from :meth:`open`; the state is written at the
+            first epoch end after each interval, and :meth:`close` writes the final state.
+            Each epoch's statistics are written every epoch regardless. Fewer state writes
+            leave the CPU to training when epochs are short; 0 writes every epoch.
+            Default: 10.
         batch_rows (int): rows that trigger a batch before the interval. Default: 50,000
             (at most 2**20).
         spill_dir (str, optional): where undeliverable batches wait. Default: next to the
@@ -155,7 +157,7 @@ class Recorder(SamplerListener):
         # Evicted at the last recorded epoch: a reinstated one needs its row rewritten.
         self._evicted_before: I64 = np.empty(0, np.int64)
         self._state_dirty = np.zeros(n, dtype=bool)  # changed since the last state write
-        self._last_state_write = -math.inf  # the first epoch fills the galleries at once
+        self._last_state_write = math.inf  # set when opened
         self._last_pred: npt.NDArray[np.int64] = np.full(n, -1, dtype=np.int64)
         self._last_margin = np.full(n, np.nan, dtype=np.float64)
         self._loss_sum = np.zeros(n, dtype=np.float64)
@@ -206,6 +208,7 @@ class Recorder(SamplerListener):
             retry_interval=self.retry_interval,
             on_idle=self._background_poll,
         )
+        self._last_state_write = time.monotonic()
         self._opened = True
         return self
 
@@ -391,7 +394,6 @@ class Recorder(SamplerListener):
             evicted_total=len(evicted_ids),
             evicted_new=len(new_evictions),
         )
-        repeated = aggregate.reports > 1
         self._next_batch(
             "epoch",
             {
@@ -404,11 +406,10 @@ class Recorder(SamplerListener):
             {
                 "epoch_ids": touched,
                 "epoch_visits": aggregate.reports,
-                "epoch_offsets": aggregate.offsets,
                 "epoch_losses": aggregate.losses.astype(np.float32),
                 "epoch_last": aggregate.last,
-                "epoch_mean": np.where(repeated, aggregate.mean, np.nan),
-                "epoch_max": np.where(repeated, aggregate.max, np.nan),
+                "epoch_mean": aggregate.mean,
+                "epoch_max": aggregate.max,
                 "state_ids": changed,
                 "state_visits": visits[changed].astype(np.int64),
                 "state_reports": self._loss_reports[changed],

@@ -19,16 +19,17 @@ from .models import VISIT_BLOCK, IngestBatchRecord, RunEpochRecord, RunRecord
 
 __all__ = ["store_batch"]
 
-EPOCH_SAMPLE_COLUMNS = (
+EPOCH_BLOCK_COLUMNS = (
     "run_id",
     "epoch",
-    "sample_id",
+    "block",
     "visits",
-    "first_visit",
     "last_loss",
     "mean_loss",
     "max_loss",
+    "losses",
 )
+EPOCH_BLOCK_KEYS = ("run_id", "epoch", "block")
 STATE_COLUMNS = (
     "run_id",
     "sample_id",
@@ -95,65 +96,59 @@ def _store_visits(connection: Connection, run_id: int, batch: Batch) -> None:
     bulk_insert(connection, "visits", ("run_id", "epoch", "sample_id", "loss"), rows)
 
 
-def _id_blocks(ids: Any) -> tuple[Any, Any]:
-    """Each sample's id block, and where each block's run of samples starts (ids sorted)."""
-    blocks = ids // VISIT_BLOCK
-    return blocks, np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
-
-
-def _store_visit_blocks(
-    connection: Connection,
+def epoch_block_rows(
     run_id: int,
     epoch: int,
-    blocks: Any,
-    starts: Any,
-    offsets: Any,
+    ids: Any,
+    visits: Any,
+    last: Any,
+    mean: Any,
+    maximum: Any,
     losses: Any,
-) -> None:
-    """Cuts the epoch's per-visit losses (grouped by id) into one blob per id block."""
-    if not len(blocks):
-        return
-    ends = np.r_[starts[1:], len(blocks)]
-    first_visit = np.r_[offsets, len(losses)]  # offsets index the epoch-wide visit array
-    data = np.ascontiguousarray(losses, dtype="<f4")
-    rows = [
-        (run_id, epoch, int(blocks[s]), data[first_visit[s] : first_visit[e]].tobytes())
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True)  # one per block
-    ]
-    bulk_upsert(
-        connection,
-        "visit_blocks",
-        ("run_id", "epoch", "block", "losses"),
-        ("run_id", "epoch", "block"),
-        rows,
-    )
+) -> list[tuple[Any, ...]]:
+    """One :class:`~datasetq.store.models.EpochBlockRecord` row per block of ids.
+
+    ``ids`` are sorted and unique, ``visits`` their report counts, and ``losses`` every report
+    grouped by id (in that order). A Python step per block, never per sample.
+    """
+    if not len(ids):
+        return []
+    blocks = ids // VISIT_BLOCK
+    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    first_visit = np.r_[0, np.cumsum(visits)]
+    stats = [np.ascontiguousarray(c, dtype="<f4") for c in (last, mean, maximum)]
+    reports = np.ascontiguousarray(losses, dtype="<f4")
+    rows = []
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        block = int(blocks[start])
+        positions = ids[start:end] - block * VISIT_BLOCK
+        dense = np.zeros(int(positions[-1]) + 1, dtype="<i4")
+        dense[positions] = visits[start:end]
+        rows.append(
+            (
+                run_id,
+                epoch,
+                block,
+                dense.tobytes(),
+                *(column[start:end].tobytes() for column in stats),
+                reports[first_visit[start] : first_visit[end]].tobytes(),
+            )
+        )
+    return rows
 
 
 def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
     a = batch.arrays
     epoch = int(batch.meta["epoch"])
-    count = len(a["epoch_ids"])
-    offsets = a["epoch_offsets"]
-    blocks, starts = _id_blocks(a["epoch_ids"])
-    # An upsert: a run continued without its checkpoint records its epochs again.
-    bulk_upsert(
-        connection,
-        "epoch_samples",
-        EPOCH_SAMPLE_COLUMNS,
-        ("run_id", "epoch", "sample_id"),
-        zip(
-            [run_id] * count,
-            [epoch] * count,
-            a["epoch_ids"].tolist(),
-            a["epoch_visits"].tolist(),
-            (offsets - _block_first_visit(starts, offsets)).tolist(),
-            _nullable(a["epoch_last"]),
-            _nullable(a["epoch_mean"]),
-            _nullable(a["epoch_max"]),
-            strict=True,
-        ),
+    last = a["epoch_last"]
+    # Batches spilled by an older datasetq left mean and max NaN where they equal the last.
+    mean, maximum = (np.where(np.isnan(a[k]), last, a[k]) for k in ("epoch_mean", "epoch_max"))
+    rows = epoch_block_rows(
+        run_id, epoch, a["epoch_ids"], a["epoch_visits"], last, mean, maximum, a["epoch_losses"]
     )
-    _store_visit_blocks(connection, run_id, epoch, blocks, starts, offsets, a["epoch_losses"])
+    # An upsert: a run continued without its checkpoint records its epochs again.
+    bulk_upsert(connection, "epoch_blocks", EPOCH_BLOCK_COLUMNS, EPOCH_BLOCK_KEYS, rows)
     if len(a["state_ids"]):  # empty in epochs between state writes
         _store_state(connection, run_id, a)
     meta = batch.meta
@@ -211,14 +206,6 @@ def _store_evictions(connection: Connection, run_id: int, batch: Batch) -> None:
     count = len(ids)
     rows = zip([run_id] * count, ids, [epoch] * count, [reinstated] * count, strict=True)
     bulk_insert(connection, "evictions", ("run_id", "sample_id", "epoch", "reinstated"), rows)
-
-
-def _block_first_visit(starts: Any, offsets: Any) -> Any:
-    """For each sample, the epoch-wide offset of the first visit of its id block."""
-    if not len(offsets):
-        return offsets
-    owner = np.searchsorted(starts, np.arange(len(offsets)), side="right") - 1
-    return offsets[starts][owner]
 
 
 def _nullable(values: Any) -> list[float | None]:

@@ -2,9 +2,8 @@
 ``tests/datasetq/test_store_schema.py`` checks that these models and the migrations agree.
 
 Sizes matter at ImageNet scale (1.28M samples x tens of epochs), so the per-sample tables are
-``WITHOUT ROWID`` on SQLite with their natural primary key, and per-epoch statistics store
-``mean_loss``/``max_loss`` only when a sample was visited more than once in that epoch (otherwise
-they equal ``last_loss``; read them with ``COALESCE``).
+``WITHOUT ROWID`` on SQLite with their natural primary key, and per-epoch statistics are stored
+as arrays per block of 4096 sample ids (:class:`EpochBlockRecord`), not as a row per sample.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 WITHOUT_ROWID = {"sqlite_with_rowid": False}
-VISIT_BLOCK = 4096  # sample ids per VisitBlockRecord
+VISIT_BLOCK = 4096  # sample ids per EpochBlockRecord
 # SQLite's INTEGER PRIMARY KEY is the rowid; BigInteger keeps ids 64-bit on PostgreSQL.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -134,7 +133,14 @@ class SampleStateRecord(Base):
         Index("ix_sample_state_run_mean_loss", "run_id", "mean_loss"),
         Index("ix_sample_state_run_max_loss", "run_id", "max_loss"),
         Index("ix_sample_state_run_visits", "run_id", "visits"),
-        Index("ix_sample_state_run_evicted_epoch", "run_id", "evicted_epoch"),
+        # Partial: most samples are never evicted, and their state writes skip this index.
+        Index(
+            "ix_sample_state_run_evicted_epoch",
+            "run_id",
+            "evicted_epoch",
+            sqlite_where=text("evicted_epoch IS NOT NULL"),
+            postgresql_where=text("evicted_epoch IS NOT NULL"),
+        ),
         WITHOUT_ROWID,
     )
 
@@ -151,27 +157,39 @@ class SampleStateRecord(Base):
     last_margin: Mapped[float | None] = mapped_column(Float)
 
 
-class EpochSampleRecord(Base):
-    """One sample's statistics in one epoch of a run: its loss trajectory."""
+class EpochBlockRecord(Base):
+    """One epoch of a run for a block of 4096 sample ids: the samples' loss trajectory.
 
-    __tablename__ = "epoch_samples"
+    Arrays as little-endian blobs, so an epoch is a few rows per 4096 samples however often
+    each was visited, and writes are vectorised (no row per sample or per visit):
+
+    - ``visits``: int32 per id of the block (``id - block * 4096``), loss reports this epoch;
+      trailing ids without a report may be left out;
+    - ``last_loss``, ``mean_loss``, ``max_loss``: float32 per reported sample, in id order;
+    - ``losses``: float32 per report, grouped by id, in arrival order within a sample.
+
+    A sample's slices follow from ``visits``: its rank among reported samples and the sum of
+    the counts before it (see :func:`datasetq.store.queries.sample_trajectory`).
+    """
+
+    __tablename__ = "epoch_blocks"
     __table_args__ = (WITHOUT_ROWID,)
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sample_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    visits: Mapped[int] = mapped_column(Integer)  # loss reports in this epoch
-    first_visit: Mapped[int] = mapped_column(Integer)  # its first loss in the block's blob
-    last_loss: Mapped[float] = mapped_column(Float)
-    mean_loss: Mapped[float | None] = mapped_column(Float)  # NULL: equals last_loss
-    max_loss: Mapped[float | None] = mapped_column(Float)  # NULL: equals last_loss
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
+    visits: Mapped[bytes] = mapped_column(LargeBinary)
+    last_loss: Mapped[bytes] = mapped_column(LargeBinary)
+    mean_loss: Mapped[bytes] = mapped_column(LargeBinary)
+    max_loss: Mapped[bytes] = mapped_column(LargeBinary)
+    losses: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class VisitRecord(Base):
     """The raw log of every reported loss, in arrival order (when ``record_visits`` is on).
 
     Append-only and without secondary index, so it ingests at close to SQLite's raw speed; the
-    dashboard reads per-visit losses from :class:`VisitBlockRecord` instead.
+    dashboard reads per-visit losses from :class:`EpochBlockRecord` instead.
     """
 
     __tablename__ = "visits"
@@ -181,23 +199,6 @@ class VisitRecord(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     sample_id: Mapped[int] = mapped_column(Integer)
     loss: Mapped[float] = mapped_column(Float)
-
-
-class VisitBlockRecord(Base):
-    """Per-visit losses of one epoch for a block of 4096 sample ids, as one float32 blob.
-
-    Grouped by sample id, in arrival order within a sample; ``EpochSampleRecord.first_visit`` and
-    ``visits`` locate a sample's slice. One blob per block keeps reads short and writes
-    vectorised (no row per visit).
-    """
-
-    __tablename__ = "visit_blocks"
-    __table_args__ = (WITHOUT_ROWID,)
-
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
-    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    block: Mapped[int] = mapped_column(Integer, primary_key=True)
-    losses: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class EvictionRecord(Base):

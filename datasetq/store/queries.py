@@ -6,15 +6,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from .models import (
     VISIT_BLOCK,
-    EpochSampleRecord,
+    EpochBlockRecord,
     RunEpochRecord,
     RunRecord,
     SampleStateRecord,
-    VisitBlockRecord,
 )
 
 __all__ = ["effective_status", "hardest_samples", "sample_trajectory", "visit_histogram"]
@@ -55,41 +54,41 @@ def hardest_samples(connection: Connection, run_id: int, limit: int = 100) -> li
 def sample_trajectory(
     connection: Connection, run_id: int, sample_id: int, epochs: int
 ) -> dict[str, list[Any]]:
-    """Per-epoch statistics of one sample, and its per-visit losses in each epoch."""
-    block = sample_id // VISIT_BLOCK
+    """Per-epoch statistics of one sample, and its per-visit losses in each epoch.
+
+    Returns ``{"epochs": [[epoch, visits, last, mean, max], ...], "visits": [[epoch, loss],
+    ...]}``, epochs in order; epochs without a report of the sample are left out.
+    """
+    block, position = divmod(sample_id, VISIT_BLOCK)
     rows = connection.execute(
         select(
-            EpochSampleRecord.epoch,
-            EpochSampleRecord.visits,
-            EpochSampleRecord.last_loss,
-            func.coalesce(EpochSampleRecord.mean_loss, EpochSampleRecord.last_loss),
-            func.coalesce(EpochSampleRecord.max_loss, EpochSampleRecord.last_loss),
-            func.substr(
-                VisitBlockRecord.losses,
-                EpochSampleRecord.first_visit * 4 + 1,
-                EpochSampleRecord.visits * 4,
-            ),
-        )
-        .join(
-            VisitBlockRecord,
-            (VisitBlockRecord.run_id == EpochSampleRecord.run_id)
-            & (VisitBlockRecord.epoch == EpochSampleRecord.epoch)
-            & (VisitBlockRecord.block == block),
-            isouter=True,
+            EpochBlockRecord.epoch,
+            EpochBlockRecord.visits,
+            EpochBlockRecord.last_loss,
+            EpochBlockRecord.mean_loss,
+            EpochBlockRecord.max_loss,
+            EpochBlockRecord.losses,
         )
         .where(
-            EpochSampleRecord.run_id == run_id,
-            EpochSampleRecord.epoch.in_(range(max(epochs, 1))),
-            EpochSampleRecord.sample_id == sample_id,
+            EpochBlockRecord.run_id == run_id,
+            EpochBlockRecord.block == block,
+            EpochBlockRecord.epoch.in_(range(max(epochs, 1))),
         )
-        .order_by(EpochSampleRecord.epoch)
+        .order_by(EpochBlockRecord.epoch)
     ).all()
     per_epoch: list[list[Any]] = []
     visits: list[list[Any]] = []
-    for epoch, count, last, mean, maximum, blob in rows:
-        per_epoch.append([epoch, count, last, mean, maximum])
-        if blob is not None:
-            visits.extend([epoch, float(v)] for v in np.frombuffer(bytes(blob), dtype="<f4"))
+    for epoch, counts_blob, last, mean, maximum, losses in rows:
+        counts = np.frombuffer(counts_blob, dtype="<i4")
+        if position >= len(counts) or counts[position] == 0:
+            continue
+        before = counts[:position]
+        rank, first = int(np.count_nonzero(before)), int(before.sum())
+        count = int(counts[position])
+        stats = [float(np.frombuffer(c, dtype="<f4")[rank]) for c in (last, mean, maximum)]
+        per_epoch.append([epoch, count, *stats])
+        reports = np.frombuffer(losses, dtype="<f4")[first : first + count]
+        visits.extend([epoch, value] for value in reports.tolist())
     return {"epochs": per_epoch, "visits": visits}
 
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
+from alembic import command
 from datasetq import Recorder, StoreError
 from datasetq.cli import main
 from datasetq.store.engine import create_store_engine
-from datasetq.store.migrations import current_revision, head_revision, upgrade
+from datasetq.store.ingest import now
+from datasetq.store.migrations import (
+    SCHEMA_REVISION,
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 from datasetq.store.models import Base
+from datasetq.store.queries import sample_trajectory
 
 from .recording import TinyDataset
 
@@ -25,7 +35,7 @@ def test_upgrade_creates_the_schema_and_matches_the_models(store_url):
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
         tables = set(inspect(engine).get_table_names())
-        assert {"runs", "samples", "sample_state", "epoch_samples", "label_changes"} <= tables
+        assert {"runs", "samples", "sample_state", "epoch_blocks", "label_changes"} <= tables
     finally:
         engine.dispose()
     assert upgrade(store_url) == head_revision()  # idempotent
@@ -86,3 +96,108 @@ def described(index) -> str:
     """An index as comparable text (its partial-index clause is an object without equality)."""
     options = {k: str(v) for k, v in index.get("dialect_options", {}).items()}
     return str((index["name"], index["column_names"], bool(index["unique"]), options))
+
+
+def test_the_models_revision_is_the_migrations_head():
+    assert head_revision() == SCHEMA_REVISION
+
+
+def _migrate(url: str, revision: str, *, down: bool = False) -> None:
+    engine = create_store_engine(url, write=True)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_0003_converts_per_sample_rows_into_epoch_blocks_and_back(store_url):
+    """A database recorded at revision 0002 (a row per sample and epoch, per-visit losses per
+    block) answers the same trajectories after the upgrade, and again after a downgrade."""
+    _migrate(store_url, "0002")
+    rng = np.random.default_rng(3)
+    ids = np.sort(rng.choice(9000, 700, replace=False))  # three blocks, gaps between ids
+    sent: dict[tuple[int, int], list[float]] = {}
+    engine = create_store_engine(store_url, write=True)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO datasets (id, name, num_samples, class_names, render, "
+                    "fingerprint, created_at) VALUES (1, 'd', 9000, '[]', '{}', 'x', :t)"
+                ),
+                {"t": now()},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, name, dataset_id, config, status, started_at, "
+                    "heartbeat_at, epochs) VALUES (1, 'r', 1, '{}', 'finished', :t, :t, 2)"
+                ),
+                {"t": now()},
+            )
+            for epoch in range(2):
+                counts = rng.integers(1, 4, len(ids))
+                blobs: dict[int, list[float]] = {}
+                for sample_id, count in zip(ids.tolist(), counts.tolist(), strict=True):
+                    losses = np.float32(rng.random(count)).tolist()
+                    sent[(epoch, sample_id)] = losses
+                    block = blobs.setdefault(sample_id // 4096, [])
+                    repeated = count > 1
+                    connection.execute(
+                        text("INSERT INTO epoch_samples VALUES (1, :e, :s, :v, :f, :l, :m, :x)"),
+                        {
+                            "e": epoch,
+                            "s": sample_id,
+                            "v": count,
+                            "f": len(block),
+                            "l": losses[-1],
+                            "m": float(np.mean(losses)) if repeated else None,
+                            "x": max(losses) if repeated else None,
+                        },
+                    )
+                    block.extend(losses)
+                for block, losses in blobs.items():
+                    connection.execute(
+                        text("INSERT INTO visit_blocks VALUES (1, :e, :b, :l)"),
+                        {"e": epoch, "b": block, "l": np.asarray(losses, "<f4").tobytes()},
+                    )
+    finally:
+        engine.dispose()
+
+    def check_trajectories() -> None:
+        reader = create_store_engine(store_url)
+        try:
+            with reader.connect() as connection:
+                for sample_id in [*ids[[0, 1, 350, -1]].tolist(), int(ids[0]) + 1]:
+                    trajectory = sample_trajectory(connection, 1, sample_id, epochs=2)
+                    expected = [
+                        (e, sent[(e, sample_id)]) for e in range(2) if (e, sample_id) in sent
+                    ]
+                    assert [row[0] for row in trajectory["epochs"]] == [e for e, _ in expected]
+                    for row, (_, losses) in zip(trajectory["epochs"], expected, strict=True):
+                        assert row[1] == len(losses)
+                        np.testing.assert_allclose(
+                            row[2:], [losses[-1], np.mean(losses), max(losses)], rtol=1e-6
+                        )
+                    np.testing.assert_allclose(
+                        [v for _, v in trajectory["visits"]],
+                        [v for _, losses in expected for v in losses],
+                        rtol=1e-6,
+                    )
+        finally:
+            reader.dispose()
+
+    _migrate(store_url, "head")
+    check_trajectories()
+    _migrate(store_url, "0002", down=True)
+    engine = create_store_engine(store_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert {"epoch_samples", "visit_blocks"} <= tables
+    assert "epoch_blocks" not in tables
+    _migrate(store_url, "head")
+    check_trajectories()
