@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sqlite3
 import statistics
 import tempfile
@@ -263,6 +264,12 @@ def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
         print(f"  {name:<26} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
 
 
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds of this process, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def bench_training(epochs: int, repeats: int) -> None:
     """Wall time of training with and without the recorder, interleaved. The whole run counts
     opening a fresh database (schema, dataset registration) and closing (delivery of
@@ -274,6 +281,7 @@ def bench_training(epochs: int, repeats: int) -> None:
     splits = make_splits(config)
     train_mnist(TrainConfig(epochs=1, train_size=1000))  # warm caches and the allocator
     times: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_times: dict[str, list[float]] = {"off": [], "on": []}
     epoch_times: dict[str, list[float]] = {"off": [], "on": []}
     opening, closing = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -284,9 +292,10 @@ def bench_training(epochs: int, repeats: int) -> None:
                     epoch_times[mode].append(stats.seconds)
 
                 if mode == "off":
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), process_cpu_seconds()
                     train_mnist(config, on_epoch=on_epoch, splits=splits)
                     times[mode].append(time.perf_counter() - start)
+                    cpu_times[mode].append(process_cpu_seconds() - cpu)
                     continue
                 url = f"sqlite:///{Path(folder) / f'train-{repeat}.db'}"
                 holder: dict[str, Recorder] = {}
@@ -303,12 +312,13 @@ def bench_training(epochs: int, repeats: int) -> None:
                         recorder=holder["recorder"],
                     )
 
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), process_cpu_seconds()
                 train_mnist(config, sampler_factory=factory, on_epoch=on_epoch, splits=splits)
                 begin = time.perf_counter()
                 holder["recorder"].close()
                 closing.append(time.perf_counter() - begin)
                 times[mode].append(time.perf_counter() - start)
+                cpu_times[mode].append(process_cpu_seconds() - cpu)
     off, on = statistics.median(times["off"]), statistics.median(times["on"])
     paired = [b / a - 1 for a, b in zip(times["off"], times["on"], strict=True)]
     epoch_off, epoch_on = (statistics.median(epoch_times[m]) for m in ("off", "on"))
@@ -322,6 +332,13 @@ def bench_training(epochs: int, repeats: int) -> None:
         f"  of which: opening a fresh database {statistics.median(opening):.2f} s, closing "
         f"(delivering the last epoch) {statistics.median(closing):.2f} s; steady-state epoch "
         f"{epoch_off:.3f} s off, {epoch_on:.3f} s on ({100 * (epoch_on / epoch_off - 1):+.1f}%)"
+    )
+    cpu_paired = [b / a - 1 for a, b in zip(cpu_times["off"], cpu_times["on"], strict=True)]
+    print(
+        f"  CPU time of the process (all threads), median of pairs "
+        f"{100 * statistics.median(cpu_paired):+.1f}% (off {statistics.median(cpu_times['off']):.2f} s, "
+        f"on {statistics.median(cpu_times['on']):.2f} s): steadier than wall time on a noisy "
+        f"machine, and an upper bound on the slowdown when training keeps every core busy"
     )
     shown = {mode: ", ".join(f"{t:.2f}" for t in values) for mode, values in times.items()}
     print(f"  all runs (s): off [{shown['off']}], on [{shown['on']}]")

@@ -157,7 +157,9 @@ class BatchWriter:
             if self._spilled and time.monotonic() >= self._store_down_until:
                 self._replay()
             now = time.monotonic()
-            if self.on_idle is not None and (now - last_idle >= self.idle_interval or closing):
+            # Not when closing: the recorder marks the run's end itself, and no epoch is left
+            # to apply decisions to.
+            if self.on_idle is not None and not closing and now - last_idle >= self.idle_interval:
                 last_idle = now
                 try:
                     self.on_idle()
