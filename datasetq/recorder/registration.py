@@ -14,6 +14,7 @@ from .registry import DatasetDescription
 
 __all__ = ["next_seq", "register_dataset", "register_run"]
 
+JSON_CHUNK = 100_000  # samples per statement
 SAMPLE_COLUMNS = (
     "dataset_id",
     "sample_id",
@@ -54,22 +55,35 @@ def register_dataset(connection: Any, description: DatasetDescription) -> int:
     n = description.num_samples
     labels = description.labels
     label_list: list[Any] = labels.tolist() if labels is not None else [None] * n
-    if connection.dialect.name == "sqlite" and description.sources is None:
-        # One statement over a JSON array: SQLite expands it 4x faster than executemany binds
-        # rows, and a recorder on a fresh database opens that much sooner.
-        connection.exec_driver_sql(
-            f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) "
-            "SELECT ?, key, value, value, NULL, 0 FROM json_each(?)",
-            (dataset_id, json.dumps(label_list)),
-        )
-        return dataset_id
     sources: list[Any] = description.sources if description.sources is not None else [None] * n
-    bulk_insert(
-        connection,
-        "samples",
-        SAMPLE_COLUMNS,
-        zip([dataset_id] * n, range(n), label_list, label_list, sources, [False] * n, strict=True),
-    )
+    if connection.dialect.name == "sqlite":
+        # Statements over JSON arrays, which SQLite expands faster than executemany binds
+        # rows (a recorder on a fresh database opens sooner); chunked to stay far below
+        # SQLite's limit on the length of one value.
+        for start in range(0, n, JSON_CHUNK):
+            end = min(start + JSON_CHUNK, n)
+            pairs = list(zip(label_list[start:end], sources[start:end], strict=True))
+            connection.exec_driver_sql(
+                f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) SELECT ?, ? + key, "
+                "json_extract(value, '$[0]'), json_extract(value, '$[0]'), "
+                "json_extract(value, '$[1]'), 0 FROM json_each(?)",
+                (dataset_id, start, json.dumps(pairs)),
+            )
+    else:
+        bulk_insert(
+            connection,
+            "samples",
+            SAMPLE_COLUMNS,
+            zip(
+                [dataset_id] * n,
+                range(n),
+                label_list,
+                label_list,
+                sources,
+                [False] * n,
+                strict=True,
+            ),
+        )
     return dataset_id
 
 

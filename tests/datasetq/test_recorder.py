@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sqlalchemy import func, select, text
@@ -292,3 +294,37 @@ def test_latest_state_is_written_every_state_interval_and_at_close(
     assert written == set(range(30))
     (count,) = read(url, select(func.count()).select_from(SampleStateRecord))
     assert count[0] == 30
+
+
+def test_registers_every_sample_label_and_source(store_url, tmp_path, monkeypatch):
+    """Sample rows carry the dataset's labels and where each sample comes from, also when the
+    registration is cut into several statements and names need escaping."""
+    from torchvision.datasets import ImageFolder
+
+    from datasetq.recorder import registration
+
+    monkeypatch.setattr(registration, "JSON_CHUNK", 4)  # 11 samples: three statements
+    names = ["a.png", "ä ö.png", 'quote".png', "back\\slash.png", "tab\tname.png", "€.png"]
+    for label, folder in enumerate(("cats", "dogs")):
+        (tmp_path / "images" / folder).mkdir(parents=True)
+        for name in names[: 6 - label]:
+            (tmp_path / "images" / folder / name).write_bytes(b"")
+    dataset = ImageFolder(str(tmp_path / "images"))
+    assert len(dataset) == 11
+    Recorder(store_url, run="sources", dataset=dataset).open().close()
+    rows = read(
+        store_url,
+        select(
+            SampleRecord.sample_id,
+            SampleRecord.original_label,
+            SampleRecord.current_label,
+            SampleRecord.source,
+            SampleRecord.flagged,
+        ).order_by(SampleRecord.sample_id),
+    )
+    root = tmp_path / "images"
+    expected = [
+        (i, label, label, str(Path(path).relative_to(root)), False)
+        for i, (path, label) in enumerate(dataset.samples)
+    ]
+    assert [tuple(r) for r in rows] == expected
