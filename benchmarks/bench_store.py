@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sqlite3
 import statistics
 import tempfile
@@ -264,10 +263,25 @@ def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
         print(f"  {name:<26} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
 
 
-def process_cpu_seconds() -> float:
-    """User + system CPU seconds of this process, every thread included."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def thread_cpu_seconds(thread) -> float:
+    """CPU seconds another thread has used so far (Linux, macOS)."""
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+class TimedRecorder(Recorder):
+    """A Recorder that adds up the time its sampler hooks take on the training thread."""
+
+    hook_seconds = 0.0
+
+    def on_update(self, sampler, ids, metrics):
+        start = time.perf_counter()
+        super().on_update(sampler, ids, metrics)
+        self.hook_seconds += time.perf_counter() - start
+
+    def on_epoch_start(self, sampler, epoch):
+        start = time.perf_counter()
+        super().on_epoch_start(sampler, epoch)
+        self.hook_seconds += time.perf_counter() - start
 
 
 def bench_training(epochs: int, repeats: int) -> None:
@@ -281,9 +295,8 @@ def bench_training(epochs: int, repeats: int) -> None:
     splits = make_splits(config)
     train_mnist(TrainConfig(epochs=1, train_size=1000))  # warm caches and the allocator
     times: dict[str, list[float]] = {"off": [], "on": []}
-    cpu_times: dict[str, list[float]] = {"off": [], "on": []}
     epoch_times: dict[str, list[float]] = {"off": [], "on": []}
-    opening, closing = [], []
+    opening, closing, hooks, writer = [], [], [], []
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(repeats):
             for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
@@ -292,17 +305,16 @@ def bench_training(epochs: int, repeats: int) -> None:
                     epoch_times[mode].append(stats.seconds)
 
                 if mode == "off":
-                    start, cpu = time.perf_counter(), process_cpu_seconds()
+                    start = time.perf_counter()
                     train_mnist(config, on_epoch=on_epoch, splits=splits)
                     times[mode].append(time.perf_counter() - start)
-                    cpu_times[mode].append(process_cpu_seconds() - cpu)
                     continue
                 url = f"sqlite:///{Path(folder) / f'train-{repeat}.db'}"
-                holder: dict[str, Recorder] = {}
+                holder: dict[str, TimedRecorder] = {}
 
                 def factory(dataset, url=url, holder=holder):
                     begin = time.perf_counter()
-                    holder["recorder"] = Recorder(url, run="bench", dataset=dataset).open()
+                    holder["recorder"] = TimedRecorder(url, run="bench", dataset=dataset).open()
                     opening.append(time.perf_counter() - begin)
                     return HeapqSampler(
                         dataset,
@@ -312,20 +324,23 @@ def bench_training(epochs: int, repeats: int) -> None:
                         recorder=holder["recorder"],
                     )
 
-                start, cpu = time.perf_counter(), process_cpu_seconds()
+                start = time.perf_counter()
                 train_mnist(config, sampler_factory=factory, on_epoch=on_epoch, splits=splits)
                 begin = time.perf_counter()
+                writer.append(thread_cpu_seconds(holder["recorder"]._writer._thread))
                 holder["recorder"].close()
                 closing.append(time.perf_counter() - begin)
                 times[mode].append(time.perf_counter() - start)
-                cpu_times[mode].append(process_cpu_seconds() - cpu)
+                hooks.append(holder["recorder"].hook_seconds)
     off, on = statistics.median(times["off"]), statistics.median(times["on"])
-    paired = [b / a - 1 for a, b in zip(times["off"], times["on"], strict=True)]
+    paired = sorted(b / a - 1 for a, b in zip(times["off"], times["on"], strict=True))
     epoch_off, epoch_on = (statistics.median(epoch_times[m]) for m in ("off", "on"))
     print(
         f"small CNN, {epochs} epochs of 8k MNIST on CPU, {repeats} interleaved pairs: recorder "
         f"off {off:.2f} s, on {on:.2f} s (medians); whole-run overhead: median of pairs "
-        f"{100 * statistics.median(paired):+.1f}%, best vs best "
+        f"{100 * statistics.median(paired):+.1f}% (interquartile "
+        f"{100 * paired[len(paired) // 4]:+.1f}% to {100 * paired[(3 * len(paired)) // 4]:+.1f}%), "
+        f"best vs best "
         f"{100 * (min(times['on']) / min(times['off']) - 1):+.1f}%"
     )
     print(
@@ -333,12 +348,15 @@ def bench_training(epochs: int, repeats: int) -> None:
         f"(delivering the last epoch) {statistics.median(closing):.2f} s; steady-state epoch "
         f"{epoch_off:.3f} s off, {epoch_on:.3f} s on ({100 * (epoch_on / epoch_off - 1):+.1f}%)"
     )
-    cpu_paired = [b / a - 1 for a, b in zip(cpu_times["off"], cpu_times["on"], strict=True)]
+    attributed = [o + h + c + w for o, h, c, w in zip(opening, hooks, closing, writer, strict=True)]
     print(
-        f"  CPU time of the process (all threads), median of pairs "
-        f"{100 * statistics.median(cpu_paired):+.1f}% (off {statistics.median(cpu_times['off']):.2f} s, "
-        f"on {statistics.median(cpu_times['on']):.2f} s): steadier than wall time on a noisy "
-        f"machine, and an upper bound on the slowdown when training keeps every core busy"
+        f"  attributed to the recorder, per run (medians): training thread "
+        f"{1e3 * statistics.median(opening):.0f} ms opening + "
+        f"{1e3 * statistics.median(hooks):.0f} ms in sampler hooks + "
+        f"{1e3 * statistics.median(closing):.0f} ms closing (waiting for the last batch), "
+        f"writer thread {1e3 * statistics.median(writer):.0f} ms CPU before closing; together "
+        f"{100 * statistics.median(attributed) / off:.1f}% of a run (the writer's CPU counted in "
+        f"full, as if training stood still meanwhile)"
     )
     shown = {mode: ", ".join(f"{t:.2f}" for t in values) for mode, values in times.items()}
     print(f"  all runs (s): off [{shown['off']}], on [{shown['on']}]")
@@ -364,6 +382,9 @@ def bench_training_epochs(pairs: int) -> None:
             "on": HeapqSampler(splits[0], shuffle=True, seed=0, max_visits=10, recorder=recorder),
         }
         for pair in range(pairs + 1):  # the first pair warms up
+            if pair and pair % 8 == 0:  # before max_visits has evicted every sample
+                for sampler in samplers.values():
+                    sampler.reset()
             for mode in ("off", "on") if pair % 2 == 0 else ("on", "off"):
                 start = time.perf_counter()
                 train_mnist(config, sampler_factory=lambda _, m=mode: samplers[m], splits=splits)

@@ -35,12 +35,18 @@ class DeliveryReport:
     """What ``close()`` could and could not deliver."""
 
     def __init__(
-        self, delivered: int, duplicates: int, pending: list[Path], rejected: list[Path]
+        self,
+        delivered: int,
+        duplicates: int,
+        pending: list[Path],
+        rejected: list[Path],
+        cpu_seconds: float = 0.0,
     ) -> None:
         self.delivered = delivered
         self.duplicates = duplicates
         self.pending = pending
         self.rejected = rejected
+        self.cpu_seconds = cpu_seconds  # CPU time the background writer thread used
 
     @property
     def ok(self) -> bool:
@@ -49,7 +55,8 @@ class DeliveryReport:
     def __repr__(self) -> str:
         return (
             f"DeliveryReport(delivered={self.delivered}, duplicates={self.duplicates}, "
-            f"pending={len(self.pending)} batch files, rejected={len(self.rejected)})"
+            f"pending={len(self.pending)} batch files, rejected={len(self.rejected)}, "
+            f"cpu_seconds={self.cpu_seconds:.3f})"
         )
 
 
@@ -121,7 +128,9 @@ class BatchWriter:
             self._drain_to_spill()
             self._thread.join(1.0)
         rejected = sorted(self.spill_dir.glob("*.rejected")) if self.spill_dir.is_dir() else []
-        return DeliveryReport(self.delivered, self.duplicates, self.pending_files(), rejected)
+        return DeliveryReport(
+            self.delivered, self.duplicates, self.pending_files(), rejected, self.cpu_seconds
+        )
 
     def pending_files(self) -> list[Path]:
         if not self.spill_dir.is_dir():
@@ -141,7 +150,15 @@ class BatchWriter:
     _deadline = float("inf")
     _stop_now = False
 
+    cpu_seconds = 0.0
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.cpu_seconds = time.thread_time()
+
+    def _loop(self) -> None:
         _lower_priority()
         last_idle = 0.0
         while not self._stop_now:

@@ -49,6 +49,8 @@ def test_records_a_run_completely(store_url):
         sampler, reports = train_recorded(recorder, dataset, epochs=4, max_visits=3)
     assert recorder.report.ok
     assert recorder.report.duplicates == 0
+    assert recorder.report.delivered >= 4  # an epoch batch per epoch, at least
+    assert 0 < recorder.report.cpu_seconds < 60  # what the background writer cost
 
     (run,) = read(store_url, select(RunRecord))
     assert (run[0].status, run[0].epochs, run[0].config["lr"]) == ("finished", 4, 0.1)
