@@ -211,9 +211,6 @@ def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
                 "epoch_ids": ids,
                 "epoch_visits": np.ones(samples, np.int64),
                 "epoch_losses": loss.astype(np.float32),  # one visit each
-                "epoch_last": loss,
-                "epoch_mean": loss,
-                "epoch_max": loss,
                 "state_ids": ids,
                 "state_visits": visits,
                 "state_reports": visits,

@@ -1,8 +1,10 @@
 """per-epoch statistics as arrays per block of 4096 ids; partial index on evictions
 
 ``epoch_samples`` (a row per sample and epoch) and ``visit_blocks`` (the per-visit losses)
-become one ``epoch_blocks`` table: a row per epoch and block of 4096 sample ids, its columns
-little-endian arrays. Existing data is converted, one epoch of one run at a time.
+become one ``epoch_blocks`` table: a row per epoch and block of 4096 sample ids holding each
+id's report count and the per-visit losses, as little-endian arrays (a sample's last, mean and
+max loss of an epoch follow from its losses). Existing data is converted, one epoch of one run
+at a time.
 
 Revision ID: 0003
 Revises: 0002
@@ -62,9 +64,6 @@ def upgrade() -> None:
         sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("block", sa.Integer(), nullable=False),
         sa.Column("visits", sa.LargeBinary(), nullable=False),
-        sa.Column("last_loss", sa.LargeBinary(), nullable=False),
-        sa.Column("mean_loss", sa.LargeBinary(), nullable=False),
-        sa.Column("max_loss", sa.LargeBinary(), nullable=False),
         sa.Column("losses", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_epoch_blocks_run_id_runs")),
         sa.PrimaryKeyConstraint("run_id", "epoch", "block", name=op.f("pk_epoch_blocks")),
@@ -90,13 +89,7 @@ def upgrade() -> None:
 def _blocks_of_epoch(connection: Any, run_id: int, epoch: int) -> Iterator[dict[str, Any]]:
     c = epoch_samples.c
     rows = connection.execute(
-        sa.select(
-            c.sample_id,
-            c.visits,
-            c.last_loss,
-            sa.func.coalesce(c.mean_loss, c.last_loss),
-            sa.func.coalesce(c.max_loss, c.last_loss),
-        )
+        sa.select(c.sample_id, c.visits)
         .where(c.run_id == run_id, c.epoch == epoch)
         .order_by(c.sample_id)
     ).all()
@@ -110,23 +103,26 @@ def _blocks_of_epoch(connection: Any, run_id: int, epoch: int) -> Iterator[dict[
     }
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     visits = np.array([r[1] for r in rows], dtype=np.int64)
-    stats = [np.array([r[k] for r in rows], dtype="<f4") for k in (2, 3, 4)]
     blocks = ids // BLOCK
     for block in np.unique(blocks).tolist():
         members = np.flatnonzero(blocks == block)
         positions = ids[members] - block * BLOCK
-        dense = np.zeros(int(positions[-1]) + 1, dtype="<i4")
-        dense[positions] = visits[members]
+        counts = np.zeros(int(positions[-1]) + 1, dtype="<i4")
+        counts[positions] = visits[members]
+        # Same layout as before: every report, grouped by id, in arrival order. Both tables
+        # were always written by one transaction, so the lengths agree.
+        blob = losses.get(block, b"")
+        if len(blob) != 4 * int(counts.sum()):
+            raise RuntimeError(
+                f"run {run_id} epoch {epoch} block {block}: {len(blob) // 4} per-visit losses "
+                f"for {int(counts.sum())} reports in epoch_samples: the two tables disagree"
+            )
         yield {
             "run_id": run_id,
             "epoch": epoch,
             "block": block,
-            "visits": dense.tobytes(),
-            "last_loss": stats[0][members].tobytes(),
-            "mean_loss": stats[1][members].tobytes(),
-            "max_loss": stats[2][members].tobytes(),
-            # Same layout as before: every report, grouped by id, in arrival order.
-            "losses": losses.get(block, b""),
+            "visits": counts.tobytes(),
+            "losses": blob,
         }
 
 
@@ -163,27 +159,26 @@ def downgrade() -> None:
     c = epoch_blocks.c
     for run_id, epoch in _run_epochs(connection, epoch_blocks):
         sample_rows, loss_rows = [], []
-        for block, counts_blob, last, mean, maximum, losses in connection.execute(
-            sa.select(c.block, c.visits, c.last_loss, c.mean_loss, c.max_loss, c.losses).where(
-                c.run_id == run_id, c.epoch == epoch
-            )
+        for block, counts_blob, losses in connection.execute(
+            sa.select(c.block, c.visits, c.losses).where(c.run_id == run_id, c.epoch == epoch)
         ):
             counts = np.frombuffer(counts_blob, dtype="<i4")
+            reports = np.frombuffer(losses, dtype="<f4").astype(float)
             positions = np.flatnonzero(counts)
-            first = np.r_[0, np.cumsum(counts[positions])[:-1]]
-            columns = [np.frombuffer(b, dtype="<f4").astype(float) for b in (last, mean, maximum)]
-            repeated = counts[positions] > 1
+            first = np.r_[0, np.cumsum(counts[positions])].tolist()
             for k, position in enumerate(positions.tolist()):
+                mine = reports[first[k] : first[k + 1]]
+                repeated = len(mine) > 1
                 sample_rows.append(
                     {
                         "run_id": run_id,
                         "epoch": epoch,
                         "sample_id": int(block) * BLOCK + position,
-                        "visits": int(counts[position]),
-                        "first_visit": int(first[k]),
-                        "last_loss": float(columns[0][k]),
-                        "mean_loss": float(columns[1][k]) if repeated[k] else None,
-                        "max_loss": float(columns[2][k]) if repeated[k] else None,
+                        "visits": len(mine),
+                        "first_visit": first[k],
+                        "last_loss": float(mine[-1]),
+                        "mean_loss": float(mine.mean()) if repeated else None,
+                        "max_loss": float(mine.max()) if repeated else None,
                     }
                 )
             loss_rows.append(

@@ -19,16 +19,7 @@ from .models import VISIT_BLOCK, IngestBatchRecord, RunEpochRecord, RunRecord
 
 __all__ = ["store_batch"]
 
-EPOCH_BLOCK_COLUMNS = (
-    "run_id",
-    "epoch",
-    "block",
-    "visits",
-    "last_loss",
-    "mean_loss",
-    "max_loss",
-    "losses",
-)
+EPOCH_BLOCK_COLUMNS = ("run_id", "epoch", "block", "visits", "losses")
 EPOCH_BLOCK_KEYS = ("run_id", "epoch", "block")
 STATE_COLUMNS = (
     "run_id",
@@ -97,14 +88,7 @@ def _store_visits(connection: Connection, run_id: int, batch: Batch) -> None:
 
 
 def epoch_block_rows(
-    run_id: int,
-    epoch: int,
-    ids: Any,
-    visits: Any,
-    last: Any,
-    mean: Any,
-    maximum: Any,
-    losses: Any,
+    run_id: int, epoch: int, ids: Any, visits: Any, losses: Any
 ) -> list[tuple[Any, ...]]:
     """One :class:`~datasetq.store.models.EpochBlockRecord` row per block of ids.
 
@@ -117,36 +101,22 @@ def epoch_block_rows(
     starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
     ends = np.r_[starts[1:], len(ids)]
     first_visit = np.r_[0, np.cumsum(visits)]
-    stats = [np.ascontiguousarray(c, dtype="<f4") for c in (last, mean, maximum)]
     reports = np.ascontiguousarray(losses, dtype="<f4")
     rows = []
     for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
         block = int(blocks[start])
         positions = ids[start:end] - block * VISIT_BLOCK
-        dense = np.zeros(int(positions[-1]) + 1, dtype="<i4")
-        dense[positions] = visits[start:end]
-        rows.append(
-            (
-                run_id,
-                epoch,
-                block,
-                dense.tobytes(),
-                *(column[start:end].tobytes() for column in stats),
-                reports[first_visit[start] : first_visit[end]].tobytes(),
-            )
-        )
+        counts = np.zeros(int(positions[-1]) + 1, dtype="<i4")
+        counts[positions] = visits[start:end]
+        losses_of_block = reports[first_visit[start] : first_visit[end]]
+        rows.append((run_id, epoch, block, counts.tobytes(), losses_of_block.tobytes()))
     return rows
 
 
 def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
     a = batch.arrays
     epoch = int(batch.meta["epoch"])
-    last = a["epoch_last"]
-    # Batches spilled by an older datasetq left mean and max NaN where they equal the last.
-    mean, maximum = (np.where(np.isnan(a[k]), last, a[k]) for k in ("epoch_mean", "epoch_max"))
-    rows = epoch_block_rows(
-        run_id, epoch, a["epoch_ids"], a["epoch_visits"], last, mean, maximum, a["epoch_losses"]
-    )
+    rows = epoch_block_rows(run_id, epoch, a["epoch_ids"], a["epoch_visits"], a["epoch_losses"])
     # An upsert: a run continued without its checkpoint records its epochs again.
     bulk_upsert(connection, "epoch_blocks", EPOCH_BLOCK_COLUMNS, EPOCH_BLOCK_KEYS, rows)
     if len(a["state_ids"]):  # empty in epochs between state writes

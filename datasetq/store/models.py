@@ -160,16 +160,15 @@ class SampleStateRecord(Base):
 class EpochBlockRecord(Base):
     """One epoch of a run for a block of 4096 sample ids: the samples' loss trajectory.
 
-    Arrays as little-endian blobs, so an epoch is a few rows per 4096 samples however often
-    each was visited, and writes are vectorised (no row per sample or per visit):
+    Two little-endian arrays, so an epoch is a few rows per 4096 samples however often each
+    was visited, and writes are vectorised (no row per sample or per visit):
 
     - ``visits``: int32 per id of the block (``id - block * 4096``), loss reports this epoch;
       trailing ids without a report may be left out;
-    - ``last_loss``, ``mean_loss``, ``max_loss``: float32 per reported sample, in id order;
     - ``losses``: float32 per report, grouped by id, in arrival order within a sample.
 
-    A sample's slices follow from ``visits``: its rank among reported samples and the sum of
-    the counts before it (see :func:`datasetq.store.queries.sample_trajectory`).
+    A sample's reports start after the counts of the ids before it; its last, mean and max
+    loss of the epoch follow from them (see :func:`datasetq.store.queries.sample_trajectory`).
     """
 
     __tablename__ = "epoch_blocks"
@@ -179,9 +178,6 @@ class EpochBlockRecord(Base):
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     block: Mapped[int] = mapped_column(Integer, primary_key=True)
     visits: Mapped[bytes] = mapped_column(LargeBinary)
-    last_loss: Mapped[bytes] = mapped_column(LargeBinary)
-    mean_loss: Mapped[bytes] = mapped_column(LargeBinary)
-    max_loss: Mapped[bytes] = mapped_column(LargeBinary)
     losses: Mapped[bytes] = mapped_column(LargeBinary)
 
 

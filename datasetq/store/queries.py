@@ -61,14 +61,7 @@ def sample_trajectory(
     """
     block, position = divmod(sample_id, VISIT_BLOCK)
     rows = connection.execute(
-        select(
-            EpochBlockRecord.epoch,
-            EpochBlockRecord.visits,
-            EpochBlockRecord.last_loss,
-            EpochBlockRecord.mean_loss,
-            EpochBlockRecord.max_loss,
-            EpochBlockRecord.losses,
-        )
+        select(EpochBlockRecord.epoch, EpochBlockRecord.visits, EpochBlockRecord.losses)
         .where(
             EpochBlockRecord.run_id == run_id,
             EpochBlockRecord.block == block,
@@ -78,17 +71,17 @@ def sample_trajectory(
     ).all()
     per_epoch: list[list[Any]] = []
     visits: list[list[Any]] = []
-    for epoch, counts_blob, last, mean, maximum, losses in rows:
+    for epoch, counts_blob, losses in rows:
         counts = np.frombuffer(counts_blob, dtype="<i4")
         if position >= len(counts) or counts[position] == 0:
             continue
-        before = counts[:position]
-        rank, first = int(np.count_nonzero(before)), int(before.sum())
-        count = int(counts[position])
-        stats = [float(np.frombuffer(c, dtype="<f4")[rank]) for c in (last, mean, maximum)]
-        per_epoch.append([epoch, count, *stats])
+        first, count = int(counts[:position].sum()), int(counts[position])
         reports = np.frombuffer(losses, dtype="<f4")[first : first + count]
-        visits.extend([epoch, value] for value in reports.tolist())
+        as_float = reports.astype(np.float64)
+        per_epoch.append(
+            [epoch, count, float(as_float[-1]), float(as_float.mean()), float(as_float.max())]
+        )
+        visits.extend([epoch, value] for value in as_float.tolist())
     return {"epochs": per_epoch, "visits": visits}
 
 
