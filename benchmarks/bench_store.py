@@ -164,6 +164,7 @@ def insert_samples(engine, samples: int, rng: np.random.Generator) -> None:
 
 def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
     folder = tempfile.mkdtemp() if keep is None else str(keep)
+    Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / "scale.db"
     fresh_sqlite(path)
     url = f"sqlite:///{path}"

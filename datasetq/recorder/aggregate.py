@@ -20,7 +20,6 @@ class EpochAggregate:
 
     ids: I64
     reports: I64
-    offsets: I64  # position of each sample's first report in ``losses``
     losses: F64  # every report, grouped by sample id, in arrival order within a sample
     last: F64
     mean: F64
@@ -32,7 +31,7 @@ def aggregate_epoch(ids: I64, losses: F64) -> EpochAggregate:
     """Groups loss reports (in arrival order) by sample id."""
     if not len(ids):
         none, empty = np.empty(0, np.int64), np.empty(0)
-        return EpochAggregate(none, none, none, empty, empty, empty, empty, empty)
+        return EpochAggregate(none, none, empty, empty, empty, empty, empty)
     order = np.argsort(ids, kind="stable")  # stable: arrival order kept within a sample
     sorted_ids, sorted_losses = ids[order], losses[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
@@ -42,7 +41,6 @@ def aggregate_epoch(ids: I64, losses: F64) -> EpochAggregate:
     return EpochAggregate(
         ids=sorted_ids[starts],
         reports=counts.astype(np.int64),
-        offsets=starts.astype(np.int64),
         losses=sorted_losses,
         last=sorted_losses[ends - 1],
         mean=sums / counts,

@@ -87,7 +87,7 @@ def _store_visits(connection: Connection, run_id: int, batch: Batch) -> None:
     bulk_insert(connection, "visits", ("run_id", "epoch", "sample_id", "loss"), rows)
 
 
-def epoch_block_rows(
+def _epoch_block_rows(
     run_id: int, epoch: int, ids: Any, visits: Any, losses: Any
 ) -> list[tuple[Any, ...]]:
     """One :class:`~datasetq.store.models.EpochBlockRecord` row per block of ids.
@@ -116,7 +116,7 @@ def epoch_block_rows(
 def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
     a = batch.arrays
     epoch = int(batch.meta["epoch"])
-    rows = epoch_block_rows(run_id, epoch, a["epoch_ids"], a["epoch_visits"], a["epoch_losses"])
+    rows = _epoch_block_rows(run_id, epoch, a["epoch_ids"], a["epoch_visits"], a["epoch_losses"])
     # An upsert: a run continued without its checkpoint records its epochs again.
     bulk_upsert(connection, "epoch_blocks", EPOCH_BLOCK_COLUMNS, EPOCH_BLOCK_KEYS, rows)
     if len(a["state_ids"]):  # empty in epochs between state writes
