@@ -2,7 +2,8 @@
 cost of recording while training. Each prints its figures; run on demand.
 
     .venv/bin/python benchmarks/bench_store.py ingest [--rows 1000000]
-    .venv/bin/python benchmarks/bench_store.py scale [--samples 1281167 --epochs 30]
+    .venv/bin/python benchmarks/bench_store.py scale [--samples 1281167 --epochs 30 --keep DIR]
+    .venv/bin/python benchmarks/bench_store.py queries [--db sqlite:////tmp/scale/scale.db]
     .venv/bin/python benchmarks/bench_store.py training [--epochs 3 --repeats 7 --pairs 12]
 """
 
@@ -234,6 +235,30 @@ def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
         sum(os.path.getsize(f"{path}{s}") for s in ("", "-wal") if os.path.exists(f"{path}{s}"))
         / 1e9
     )
+    print(
+        f"{samples:,} samples x {epochs} epochs in SQLite: file {size_gb:.2f} GB; "
+        f"build {time.perf_counter() - start:.0f} s"
+    )
+    print("queries right after the build, in the building process:")
+    measure_queries(url, samples, epochs, rng)
+
+
+def bench_queries(url: str) -> None:
+    """The scale queries on a database ``scale --keep`` left, in a fresh process."""
+    reader = create_store_engine(url)
+    with reader.connect() as connection:
+        samples, epochs = connection.execute(
+            text(
+                "SELECT d.num_samples, r.epochs FROM runs r JOIN datasets d ON d.id = r.dataset_id"
+            )
+        ).one()
+    reader.dispose()
+    print(f"{samples:,} samples x {epochs} epochs ({url}), in a fresh process:")
+    measure_queries(url, samples, epochs, np.random.default_rng(1))
+
+
+def measure_queries(url: str, samples: int, epochs: int, rng: np.random.Generator) -> None:
+    """p50 / p95 of the dashboard's three queries over 200 random samples each."""
     reader = create_store_engine(url)
     timings: dict[str, list[float]] = {
         "top-100 by latest loss": [],
@@ -252,10 +277,6 @@ def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
             visit_histogram(connection, 1)
             timings["visit histogram"].append(time.perf_counter() - t)
     reader.dispose()
-    print(
-        f"{samples:,} samples x {epochs} epochs in SQLite: file {size_gb:.2f} GB; "
-        f"build {time.perf_counter() - start:.0f} s"
-    )
     for name, values in timings.items():
         p50, p95 = np.percentile(values, [50, 95]) * 1e3
         print(f"  {name:<26} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
@@ -410,6 +431,8 @@ def main() -> None:
     scale.add_argument("--samples", type=int, default=1_281_167)
     scale.add_argument("--epochs", type=int, default=30)
     scale.add_argument("--keep", type=Path, default=None, help="folder to keep the database in")
+    queries = commands.add_parser("queries", help="the scale queries on a kept database")
+    queries.add_argument("--db", default="sqlite:////tmp/scale/scale.db")
     training = commands.add_parser("training")
     training.add_argument("--epochs", type=int, default=3)
     training.add_argument("--repeats", type=int, default=7)
@@ -419,6 +442,8 @@ def main() -> None:
         bench_ingest(args.rows, args.samples)
     elif args.command == "scale":
         bench_scale(args.samples, args.epochs, args.keep)
+    elif args.command == "queries":
+        bench_queries(args.db)
     else:
         if args.repeats:
             bench_training(args.epochs, args.repeats)
