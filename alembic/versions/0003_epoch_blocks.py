@@ -29,10 +29,7 @@ NOT_NULL = "evicted_epoch IS NOT NULL"
 RUN_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 epoch_blocks = sa.table(
-    "epoch_blocks",
-    *(sa.column(name) for name in ("run_id", "epoch", "block", "visits", "last_loss", "mean_loss")),
-    sa.column("max_loss"),
-    sa.column("losses"),
+    "epoch_blocks", *(sa.column(c) for c in ("run_id", "epoch", "block", "visits", "losses"))
 )
 epoch_samples = sa.table(
     "epoch_samples",
