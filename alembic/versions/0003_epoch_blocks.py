@@ -98,14 +98,17 @@ def _blocks_of_epoch(connection: Any, run_id: int, epoch: int) -> Iterator[dict[
             )
         )
     }
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    visits = np.array([r[1] for r in rows], dtype=np.int64)
+    if not rows:
+        return
+    ids, visits = np.array(rows, dtype=np.int64).T
     blocks = ids // BLOCK
-    for block in np.unique(blocks).tolist():
-        members = np.flatnonzero(blocks == block)
-        positions = ids[members] - block * BLOCK
+    # ids are sorted: each block's samples are one run, found in one pass (not a scan per block)
+    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+    for start, end in zip(starts.tolist(), [*starts[1:].tolist(), len(ids)], strict=True):
+        block = int(blocks[start])
+        positions = ids[start:end] - block * BLOCK
         counts = np.zeros(int(positions[-1]) + 1, dtype="<i4")
-        counts[positions] = visits[members]
+        counts[positions] = visits[start:end]
         # Same layout as before: every report, grouped by id, in arrival order. Both tables
         # were always written by one transaction, so the lengths agree.
         blob = losses.get(block, b"")
@@ -162,22 +165,37 @@ def downgrade() -> None:
             counts = np.frombuffer(counts_blob, dtype="<i4")
             reports = np.frombuffer(losses, dtype="<f4").astype(float)
             positions = np.flatnonzero(counts)
-            first = np.r_[0, np.cumsum(counts[positions])].tolist()
-            for k, position in enumerate(positions.tolist()):
-                mine = reports[first[k] : first[k + 1]]
-                repeated = len(mine) > 1
-                sample_rows.append(
-                    {
-                        "run_id": run_id,
-                        "epoch": epoch,
-                        "sample_id": int(block) * BLOCK + position,
-                        "visits": len(mine),
-                        "first_visit": first[k],
-                        "last_loss": float(mine[-1]),
-                        "mean_loss": float(mine.mean()) if repeated else None,
-                        "max_loss": float(mine.max()) if repeated else None,
-                    }
+            if not len(positions):
+                continue
+            sizes = counts[positions]
+            first = np.r_[0, np.cumsum(sizes)[:-1]]
+            repeated = sizes > 1
+            # Per-sample statistics in array operations; NULL mean and max when visited once.
+            last = reports[first + sizes - 1]
+            mean = np.add.reduceat(reports, first) / sizes
+            maximum = np.maximum.reduceat(reports, first)
+            sample_rows.extend(
+                {
+                    "run_id": run_id,
+                    "epoch": epoch,
+                    "sample_id": sample_id,
+                    "visits": size,
+                    "first_visit": offset,
+                    "last_loss": last_loss,
+                    "mean_loss": mean_loss if several else None,
+                    "max_loss": max_loss if several else None,
+                }
+                for sample_id, size, offset, last_loss, mean_loss, max_loss, several in zip(
+                    (int(block) * BLOCK + positions).tolist(),
+                    sizes.tolist(),
+                    first.tolist(),
+                    last.tolist(),
+                    mean.tolist(),
+                    maximum.tolist(),
+                    repeated.tolist(),
+                    strict=True,
                 )
+            )
             loss_rows.append(
                 {"run_id": run_id, "epoch": epoch, "block": int(block), "losses": bytes(losses)}
             )

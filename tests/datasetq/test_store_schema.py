@@ -195,9 +195,26 @@ def test_0003_converts_per_sample_rows_into_epoch_blocks_and_back(store_url):
     engine = create_store_engine(store_url)
     try:
         tables = set(inspect(engine).get_table_names())
+        with engine.connect() as connection:
+            restored = connection.execute(
+                text(
+                    "SELECT epoch, sample_id, visits, last_loss, mean_loss, max_loss "
+                    "FROM epoch_samples ORDER BY epoch, sample_id"
+                )
+            ).all()
     finally:
         engine.dispose()
     assert {"epoch_samples", "visit_blocks"} <= tables
     assert "epoch_blocks" not in tables
+    assert [(e, s) for e, s, *_ in restored] == sorted(sent)
+    for epoch, sample_id, count, last, mean, maximum in restored:
+        losses = sent[(epoch, sample_id)]
+        assert count == len(losses)
+        assert last == pytest.approx(losses[-1], rel=1e-6)
+        if count == 1:
+            assert (mean, maximum) == (None, None)  # equal to the last loss, stored as NULL
+        else:
+            assert mean == pytest.approx(np.mean(losses), rel=1e-6)
+            assert maximum == pytest.approx(max(losses), rel=1e-6)
     _migrate(store_url, "head")
     check_trajectories()
