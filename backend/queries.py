@@ -28,11 +28,10 @@ from . import schemas
 SORT_COLUMNS = {
     "loss": SampleStateRecord.last_loss,
     "mean_loss": SampleStateRecord.mean_loss,
-    # "score" ranks by the mean of every reported loss. The label-noise study
-    # (docs/study/README.md) found it within 0.0003 AUROC of the best one-run score in
-    # random-order runs and the most robust in priority runs, where the margin and the latest
-    # loss lose up to 0.04. This is where to change it.
-    "score": SampleStateRecord.mean_loss,
+    # "score" (suspicion) ranks by the mean of each epoch's first reported loss: one value per
+    # epoch however often the sampler drew a sample, so priority sampling does not inflate it
+    # (docs/study/README.md). ground_truth() below ranks by the same column.
+    "score": SampleStateRecord.score,
     "max_loss": SampleStateRecord.max_loss,
     "visits": SampleStateRecord.visits,
     "evicted_epoch": SampleStateRecord.evicted_epoch,
@@ -173,8 +172,11 @@ def ground_truth(session: Session, context: RunContext, evicted: int) -> schemas
     evicted_list = list(evicted_ids)
     top = session.execute(
         select(SampleStateRecord.sample_id)
-        .where(SampleStateRecord.run_id == context.run.id, SampleStateRecord.mean_loss.is_not(None))
-        .order_by(SampleStateRecord.mean_loss.desc(), SampleStateRecord.sample_id.desc())
+        .where(
+            SampleStateRecord.run_id == context.run.id,
+            SORT_COLUMNS["score"].is_not(None),
+        )
+        .order_by(SORT_COLUMNS["score"].desc(), SampleStateRecord.sample_id.desc())
         .limit(len(flipped))
     ).scalars()
     top_list = list(top)
@@ -227,6 +229,7 @@ ROW_COLUMNS = (
     SampleStateRecord.last_loss,
     SampleStateRecord.mean_loss,
     SampleStateRecord.max_loss,
+    SampleStateRecord.score,
     SampleStateRecord.evicted_epoch,
     SampleStateRecord.last_pred,
     SampleRecord.flagged,
@@ -234,7 +237,9 @@ ROW_COLUMNS = (
 
 
 def _row(values: Any) -> schemas.SampleRow:
-    (sample_id, label, original, visits, last, mean, maximum, evicted, pred, flagged) = values
+    (sample_id, label, original, visits, last, mean, maximum, score, evicted, pred, flagged) = (
+        values
+    )
     return schemas.SampleRow(
         sample_id=sample_id,
         label=label,
@@ -243,6 +248,7 @@ def _row(values: Any) -> schemas.SampleRow:
         last_loss=last,
         mean_loss=mean,
         max_loss=maximum,
+        score=score,
         evicted_epoch=evicted,
         last_pred=pred,
         flagged=bool(flagged),
@@ -395,6 +401,9 @@ def sample_detail(
         last_loss=state.last_loss if state else None,
         mean_loss=state.mean_loss if state else None,
         max_loss=state.max_loss if state else None,
+        score=state.score if state else None,
+        evidence_score=state.evidence_score if state else None,
+        wrong_since=state.wrong_since if state else None,
         evicted_epoch=state.evicted_epoch if state else None,
         last_pred=state.last_pred if state else None,
         flagged=sample.flagged,

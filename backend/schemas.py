@@ -67,6 +67,9 @@ class SampleRow(BaseModel):
     last_loss: float | None
     mean_loss: float | None
     max_loss: float | None
+    score: float | None = Field(
+        description="suspicion: mean of each epoch's first reported loss (higher: more suspicious)"
+    )
     evicted_epoch: int | None
     last_pred: int | None
     flagged: bool
@@ -110,6 +113,11 @@ class VisitLoss(BaseModel):
 
 
 class SampleDetail(SampleRow):
+    evidence_score: float | None = Field(description="the score when the sampler evicted it")
+    wrong_since: int | None = Field(
+        description="epoch since which the label was wrong at every coverage visit, when the "
+        "sampler evicted the sample on that evidence (null: evicted by max_visits or a person)"
+    )
     source: str | None
     note: str | None
     flag_reason: str | None

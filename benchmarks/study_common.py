@@ -1,14 +1,17 @@
 """Shared by the MNIST study and the label-noise detection study: one training run with the
 scores a single datasetq run records, measured after every epoch, and a result cache.
 
-A run is keyed by its configuration; its figures are cached in ``docs/study/runs.json`` (and
-cleanlab's in ``cleanlab.json``) so the two studies share runs and a rerun only trains what is
-missing.
+A run is keyed by its configuration and by a hash of the code that trains it (the sampler,
+its helpers, the training loop and the models: :data:`CODE_FILES`); its figures are cached in
+``docs/study/runs*.json`` (and cleanlab's in ``cleanlab*.json``), so the studies share runs, a
+rerun only trains what is missing, and a change to that code retrains instead of reporting
+stale figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -22,22 +25,43 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from datasetq.models import ExamplesNet, SmallCNN
+from datasetq.sampler import HeapqSampler
 from datasetq.training import TrainConfig, make_splits, train_mnist
 
 RESULTS = Path(
     os.environ.get("DATASETQ_STUDY_DIR", Path(__file__).resolve().parents[1] / "docs" / "study")
 )
 
-# The original study's configurations (random == heap with steps=1 in the original's words).
+# Sampler options per configuration (None: random order). "losses only" runs report only the
+# loss to the sampler (no margin), as a loop that computes nothing else would.
 CONFIGS: dict[str, dict[str, Any] | None] = {
     "random": None,
-    "heap steps=1": {"steps": 1},
-    "heap": {},
-    "heap max_visits=10": {"max_visits": 10},
-    "heap max_visits=25": {"max_visits": 25},
-    "heap max_visits=50": {"max_visits": 50},
+    "greedy": {"policy": "greedy"},
+    "greedy max_visits=10": {"policy": "greedy", "max_visits": 10},
+    "balanced": {},
+    "balanced losses only": {"losses_only": True},
+    "balanced evidence=2": {"evidence": 2},
+    "balanced max_extra=3": {"max_extra": 3},
 }
 MODELS = {"small": SmallCNN, "examples": ExamplesNet}
+NOISE_KINDS = {"sym": "symmetric", "pair": "pair"}
+_ROOT = Path(__file__).resolve().parents[1]
+CODE_FILES = [
+    *sorted((_ROOT / "datasetq").glob("_*.py")),
+    _ROOT / "datasetq" / "sampler.py",
+    _ROOT / "datasetq" / "training.py",
+    _ROOT / "datasetq" / "models.py",
+    _ROOT / "datasetq" / "dataloader.py",
+]
+
+
+def code_revision() -> str:
+    """A hash of the code a training run depends on: cached runs are keyed by it."""
+    digest = hashlib.sha256()
+    for path in CODE_FILES:
+        digest.update(path.relative_to(_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -48,11 +72,13 @@ class RunKey:
     epochs: int
     model: str
     train_size: int = 8000
+    noise_kind: str = "symmetric"
+    code: str = ""
 
     def name(self) -> str:
         return (
-            f"{self.config}|noise={self.noise}|seed={self.seed}|epochs={self.epochs}"
-            f"|model={self.model}|train={self.train_size}"
+            f"{self.config}|noise={self.noise}|kind={self.noise_kind}|seed={self.seed}"
+            f"|epochs={self.epochs}|model={self.model}|train={self.train_size}|code={self.code}"
         )
 
 
@@ -66,7 +92,13 @@ class ScoreTracker:
         self.last_loss = np.full(n, np.nan)
         self.margin_sum = np.zeros(n)
         self.last_pred = np.full(n, -1, dtype=np.int64)
+        self.coverage_sum = np.zeros(n)  # first loss of each epoch (what the store ranks by)
+        self.coverage_epochs = np.zeros(n, dtype=np.int64)
+        self.seen = np.zeros(n, dtype=bool)
         self.draws = 0
+
+    def new_epoch(self) -> None:
+        self.seen[:] = False
 
     def __call__(self, index: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
         ids = index.numpy()
@@ -75,6 +107,11 @@ class ScoreTracker:
         np.add.at(self.margin_sum, ids, metrics["margin"].numpy())
         self.last_loss[ids] = metrics["loss"].numpy()
         self.last_pred[ids] = metrics["pred"].numpy().astype(np.int64)
+        unique, first = np.unique(ids, return_index=True)
+        fresh = ~self.seen[unique]
+        self.seen[unique[fresh]] = True
+        self.coverage_sum[unique[fresh]] += metrics["loss"].numpy()[first[fresh]]
+        self.coverage_epochs[unique[fresh]] += 1
         self.draws += len(ids)
 
     def scores(self, evicted: np.ndarray) -> dict[str, np.ndarray]:
@@ -83,13 +120,49 @@ class ScoreTracker:
         mean_loss = np.where(self.visits > 0, self.loss_sum / seen, -np.inf)
         flagged = np.zeros(len(self.visits))
         flagged[evicted] = 1.0
+        covered = np.maximum(self.coverage_epochs, 1)
         return {
+            "suspicion": np.where(self.coverage_epochs > 0, self.coverage_sum / covered, -np.inf),
             "latest loss": np.nan_to_num(self.last_loss, nan=-np.inf),
             "mean loss": mean_loss,
             "visits": self.visits.astype(np.float64),
             "evicted": flagged,
             "AUM margin": np.where(self.visits > 0, -self.margin_sum / seen, -np.inf),
         }
+
+
+class TimedSampler(HeapqSampler):
+    """Wraps a sampler's ``__iter__`` and ``update`` to count the seconds spent in them."""
+
+    def __init__(self, inner: HeapqSampler, seconds: list[float]) -> None:
+        self.__dict__.update(inner.__dict__)
+        self._seconds = seconds
+
+    def __iter__(self) -> Any:
+        start = time.perf_counter()
+        iterator = super().__iter__()
+        self._seconds[0] += time.perf_counter() - start
+        return _TimedIterator(iterator, self._seconds)
+
+    def update(self, indices: Any, metrics: Any) -> None:
+        start = time.perf_counter()
+        super().update(indices, metrics)
+        self._seconds[0] += time.perf_counter() - start
+
+
+class _TimedIterator:
+    def __init__(self, inner: Any, seconds: list[float]) -> None:
+        self.inner, self.seconds = inner, seconds
+
+    def __iter__(self) -> _TimedIterator:
+        return self
+
+    def __next__(self) -> int:
+        start = time.perf_counter()
+        try:
+            return int(next(self.inner))
+        finally:
+            self.seconds[0] += time.perf_counter() - start
 
 
 def detection_figures(
@@ -133,14 +206,17 @@ def one_run_detection(
 
 def train_run(key: RunKey) -> dict[str, Any]:
     """Trains one configuration and returns its per-epoch figures (and detection figures)."""
-    options = CONFIGS[key.config]
+    options = dict(CONFIGS[key.config] or {})
+    losses_only = bool(options.pop("losses_only", False))
     config = TrainConfig(
         epochs=key.epochs,
         train_size=key.train_size,
         noise=key.noise,
+        noise_kind=key.noise_kind,
         seed=key.seed,
-        priority=options is not None,
-        sampler_options=dict(options or {}),
+        priority=CONFIGS[key.config] is not None,
+        sampler_options=options,
+        losses_only=losses_only,
     )
     splits = make_splits(config)
     train_set, _, flipped = splits
@@ -153,10 +229,19 @@ def train_run(key: RunKey) -> dict[str, Any]:
     def on_epoch(stats: Any, sampler: Any) -> None:
         row = asdict(stats)
         row["cumulative_draws"] = tracker.draws
+        row["sampler_seconds"] = sampler_seconds[0]
+        evicted = sampler.evicted if sampler is not None else np.zeros(0, dtype=np.int64)
         if key.noise > 0:
-            evicted = sampler.evicted if sampler is not None else np.zeros(0, dtype=np.int64)
             row["detection"] = one_run_detection(tracker, evicted, labels, truth)
+        tracker.new_epoch()
         epochs.append(row)
+
+    sampler_seconds = [0.0]
+
+    def timed_sampler(train_set: Any) -> Any:
+        return TimedSampler(
+            HeapqSampler(train_set, shuffle=True, seed=key.seed, **options), sampler_seconds
+        )
 
     torch.manual_seed(key.seed)
     start = time.perf_counter()
@@ -166,6 +251,7 @@ def train_run(key: RunKey) -> dict[str, Any]:
         on_epoch=on_epoch,
         on_batch=tracker,
         splits=splits,
+        sampler_factory=timed_sampler,
     )
     return {"key": asdict(key), "seconds": time.perf_counter() - start, "epochs": epochs}
 

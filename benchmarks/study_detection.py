@@ -33,6 +33,7 @@ from study_common import (
     RunKey,
     add_study_arguments,
     cached_run,
+    code_revision,
     detection_figures,
     parse_shard,
     save_figure,
@@ -40,7 +41,7 @@ from study_common import (
 
 from datasetq.training import MNISTSplit, TrainConfig, make_splits, train_mnist
 
-SCORED_CONFIGS = ["random", "heap", "heap max_visits=10"]  # 25 and 50 never evict here
+SCORED_CONFIGS = ["random", "greedy", "greedy max_visits=10", "balanced"]
 SCORES = ["mean loss", "AUM margin", "latest loss", "visits", "evicted"]
 
 
@@ -54,11 +55,13 @@ def checkpoints(epochs: int) -> list[int]:
 
 
 def cross_validated_probabilities(
-    noise: float, seed: int, epochs: int, model: str
+    noise: float, seed: int, epochs: int, model: str, noise_kind: str = "symmetric"
 ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray, int]:
     """Out-of-fold predicted probabilities after each checkpoint epoch, the noisy labels, the
     truth, and the training sample passes of one epoch over all folds."""
-    config = TrainConfig(epochs=epochs, noise=noise, seed=seed, priority=False)
+    config = TrainConfig(
+        epochs=epochs, noise=noise, noise_kind=noise_kind, seed=seed, priority=False
+    )
     train_set, _, flipped = make_splits(config)
     labels = train_set.labels.numpy()
     truth = np.zeros(len(labels), dtype=bool)
@@ -111,13 +114,18 @@ def cleanlab_figures(
 
 
 def cross_validated(
-    cache: ResultCache, noise: float, seed: int, epochs: int, model: str
+    cache: ResultCache,
+    noise: float,
+    seed: int,
+    epochs: int,
+    model: str,
+    noise_kind: str = "symmetric",
 ) -> dict[str, Any] | None:
     """cleanlab's figures at every checkpoint (cached); None when another shard computes them."""
 
     def compute() -> dict[str, Any]:
         probabilities, labels, truth, passes = cross_validated_probabilities(
-            noise, seed, epochs, model
+            noise, seed, epochs, model, noise_kind
         )
         print(f"  cross-validated noise={noise} seed={seed}", flush=True)
         return {
@@ -125,7 +133,11 @@ def cross_validated(
             for mark, probs in probabilities.items()
         }
 
-    return cache.get(f"noise={noise}|seed={seed}|epochs={epochs}|model={model}", compute)
+    name = (
+        f"noise={noise}|kind={noise_kind}|seed={seed}|epochs={epochs}|model={model}"
+        f"|code={code_revision()}"
+    )
+    return cache.get(name, compute)
 
 
 def collect(
@@ -137,7 +149,9 @@ def collect(
     ]
     scored = {
         config: [
-            cached_run(runs, RunKey(config, noise, seed, args.epochs, args.model))
+            cached_run(
+                runs, RunKey(config, noise, seed, args.epochs, args.model, code=code_revision())
+            )
             for seed in range(args.seeds)
         ]
         for config in SCORED_CONFIGS

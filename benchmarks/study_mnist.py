@@ -30,6 +30,7 @@ from study_common import (
     RunKey,
     add_study_arguments,
     cached_run,
+    code_revision,
     mean_sd,
     parse_shard,
     save_figure,
@@ -107,7 +108,10 @@ def main() -> None:
     for noise in args.noise:
         by_noise[noise] = {
             config: [
-                cached_run(cache, RunKey(config, noise, seed, args.epochs, args.model))
+                cached_run(
+                    cache,
+                    RunKey(config, noise, seed, args.epochs, args.model, code=code_revision()),
+                )
                 for seed in range(args.seeds)
             ]
             for config in args.configs

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Sampler
 
 from . import _distributed
+from ._balanced import WRONG_LOSS, CoverageEvidence, plan_epoch
 from ._base_order import BaseOrder
 from ._device_updates import DeviceUpdate, deferred, fetch_device_updates, snapshot_device_update
 from ._inputs import ArrayLike, HostUpdate, host_indices, host_metrics, host_update
@@ -32,7 +33,9 @@ _COLD = np.uint8(4)  # pushed out of the pool by `size`; competes again once dra
 _SCORED = np.uint8(8)  # has a loss that counts for priority (reset() clears it)
 _NOT_IN_POOL = _EVICTED | _WAITING | _COLD
 _UINT16_MAX = np.iinfo(np.uint16).max
-_STATE_VERSION = 1
+_UINT8_MAX = np.iinfo(np.uint8).max
+_STATE_VERSION = 2
+Policy = Literal["balanced", "greedy"]
 
 
 class SamplerListener:
@@ -61,18 +64,36 @@ class SamplerListener:
 
 
 class HeapqSampler(Sampler[int]):
-    r"""Draws the samples a model struggles with first, and evicts the ones it never learns.
+    r"""Draws the samples a model struggles with more often, and evicts the ones it keeps
+    getting wrong.
 
-    The first ``start_at`` epochs visit every sample once (warm-up). Afterwards each draw takes
-    the sample with the highest priority: the largest latest loss with ``extrema="min"``, the
-    smallest with ``extrema="max"``; a sample with no loss yet comes first. A drawn sample waits
-    until :meth:`update` gives it a new loss, then competes again with it, so a sample that stays
-    hard is drawn again within the epoch. A sample drawn ``max_visits`` times in one epoch is
-    evicted: it is not drawn again until :meth:`reset` or :meth:`reinstate`.
+    The first ``start_at`` epochs visit every sample once (warm-up). Afterwards the ``policy``
+    decides:
+
+    - ``"balanced"`` (the default): every epoch visits each live sample once, except a random
+      ``prune`` share of the easy ones (latest loss below the mean), and spends the draws saved
+      on extra visits (at most ``max_extra`` each) to hard samples, in proportion to their loss,
+      leaving out those whose given label the model rejects (now, or at their last coverage
+      visit): extra visits would teach it a label it finds wrong. A
+      sample's *coverage visit* is its first report of an epoch. A sample whose label is wrong
+      at ``evidence`` coverage visits in a row (margin below 0 when the loop reports a
+      ``"margin"``, else a loss above ln 2: the given label is less likely than not) is
+      evicted, with that evidence (:attr:`eviction_evidence`). Greedy sampling trains on the
+      likely mislabeled samples first and collapses under label noise; this policy does not.
+    - ``"greedy"`` (the original datasetq): each draw takes the sample with the highest
+      priority: the largest latest loss with ``extrema="min"``, the smallest with
+      ``extrema="max"``; a sample with no loss yet comes first. A drawn sample waits until
+      :meth:`update` gives it a new loss, then competes again with it, so a sample that stays
+      hard is drawn again within the epoch.
+
+    With either policy, a sample drawn ``max_visits`` times in one epoch is evicted; an evicted
+    sample is not drawn again until :meth:`reset` or :meth:`reinstate`. :attr:`suspicion`
+    ranks samples by their mean loss over coverage visits, a score that how often the sampler
+    drew a sample does not inflate.
 
     Every epoch yields ``num_samples`` indices (``len(data_source)`` by default), also after
     evictions. When the pool has nothing to offer (every sample drawn and awaiting its update)
-    draws fall back to the base order.
+    greedy draws fall back to the base order.
 
     Args:
         data_source (Sized): the dataset; only its length is used.
@@ -104,6 +125,14 @@ class HeapqSampler(Sampler[int]):
         key (str): the metric that sets priority. Default: ``"loss"``.
         recorder (SamplerListener, optional): receives epochs, updates and evictions, for
             example a :class:`datasetq.Recorder`.
+        policy (str, optional): ``"balanced"`` or ``"greedy"`` (see above). Default:
+            ``"greedy"`` when ``size``, ``steps`` or ``extrema="max"`` is given (options of the
+            greedy queue), else ``"balanced"``.
+        evidence (int, optional): wrong coverage visits in a row that evict a sample; ``None``
+            never evicts on evidence. Default: 3 with the balanced policy, ``None`` with greedy.
+        prune (float): balanced policy: share of the easy samples left out of an epoch.
+            Default: 0.5.
+        max_extra (int): balanced policy: extra draws one sample may get per epoch. Default: 1.
 
     .. note::
         A ``DataLoader`` with ``num_workers > 0`` reads the sampler ahead by
@@ -153,6 +182,10 @@ class HeapqSampler(Sampler[int]):
         chunk_size: int | None = None,
         key: str = "loss",
         recorder: SamplerListener | None = None,
+        policy: Policy | None = None,
+        evidence: int | Literal["default"] | None = "default",
+        prune: float = 0.5,
+        max_extra: int = 1,
     ) -> None:
         n = len(data_source)
         if n <= 0:
@@ -173,6 +206,22 @@ class HeapqSampler(Sampler[int]):
             )
         if not isinstance(key, str) or not key:
             raise ValueError(f"key should be a non-empty string, but got key={key!r}")
+        if policy is None:
+            greedy = size is not None or steps is not None or extrema == "max"
+            policy = "greedy" if greedy else "balanced"
+        if policy not in ("balanced", "greedy"):
+            raise ValueError(f'policy should be "balanced" or "greedy", but got policy={policy!r}')
+        if policy == "balanced" and (size is not None or steps is not None or extrema == "max"):
+            raise ValueError(
+                'size, steps and extrema="max" are options of policy="greedy"; '
+                "the balanced policy treats the key as a loss (larger is harder)"
+            )
+        if evidence == "default":
+            evidence = 3 if policy == "balanced" else None
+        _check_positive("evidence", evidence, upper=_UINT8_MAX - 1)
+        if not isinstance(prune, int | float) or not 0.0 <= prune < 1.0:
+            raise ValueError(f"prune should be in [0, 1), but got prune={prune!r}")
+        _check_positive("max_extra", max_extra)
         world, world_rank = _distributed.default_world()
         num_replicas = world if num_replicas is None else num_replicas
         rank = world_rank if rank is None else rank
@@ -199,6 +248,10 @@ class HeapqSampler(Sampler[int]):
         self.shuffle = shuffle
         self.seed = seed
         self.key = key
+        self.policy: Policy = policy
+        self.evidence: int | None = evidence  # type: ignore[assignment]
+        self.prune = float(prune)
+        self.max_extra = max_extra
         self.num_replicas = num_replicas
         self.rank = rank
         self.listener = recorder
@@ -215,6 +268,10 @@ class HeapqSampler(Sampler[int]):
         self._metrics: dict[str, npt.NDArray[np.float32]] = {}
         self._evicted_ids: I64 = np.empty(0, dtype=np.int64)
         self._evicted_epochs: I64 = np.empty(0, dtype=np.int64)
+        self._evicted_scores = np.empty(0, dtype=np.float64)
+        self._evicted_since = np.empty(0, dtype=np.int64)
+        self._coverage = CoverageEvidence(n, self.evidence)
+        self._plan: I64 = np.empty(0, dtype=np.int64)  # the balanced epoch's draws
         self._queue = PriorityRuns()
         self._queue_built = False
         # True once the queue may hold an entry whose key is out of date (then pops re-check
@@ -268,12 +325,32 @@ class HeapqSampler(Sampler[int]):
     @property
     def evicted(self) -> I64:
         """Ids of the currently evicted samples, ascending."""
+        self._flush_pending()
         return np.flatnonzero(self._state & _EVICTED).astype(np.int64)
 
     @property
     def evictions(self) -> tuple[I64, I64]:
         """``(ids, epochs)``: each currently evicted sample and the epoch it was evicted in."""
+        self._flush_pending()
         return self._evicted_ids.copy(), self._evicted_epochs.copy()
+
+    @property
+    def suspicion(self) -> npt.NDArray[np.float64]:
+        """Mean loss over coverage visits per sample (NaN: none yet); higher is more suspicious.
+
+        A coverage visit is a sample's first report of an epoch, so drawing a sample more
+        often does not weigh its losses more; in random order this is the mean loss.
+        """
+        self._flush_pending()
+        return self._coverage.score
+
+    @property
+    def eviction_evidence(self) -> tuple[I64, npt.NDArray[np.float64], I64]:
+        """``(ids, scores, since)`` of the currently evicted samples, in :attr:`evictions`
+        order: the :attr:`suspicion` score when each was evicted, and the epoch its run of
+        wrong coverage visits began (-1: evicted by ``max_visits`` or :meth:`evict`)."""
+        self._flush_pending()
+        return self._evicted_ids.copy(), self._evicted_scores.copy(), self._evicted_since.copy()
 
     @property
     def nbytes(self) -> int:
@@ -321,6 +398,8 @@ class HeapqSampler(Sampler[int]):
         self._state &= _WAITING
         self._evicted_ids = self._evicted_ids[:0]
         self._evicted_epochs = self._evicted_epochs[:0]
+        self._evicted_scores = self._evicted_scores[:0]
+        self._evicted_since = self._evicted_since[:0]
         self._queue.clear()
         self._stale = False
         self._unscored_cursor = 0
@@ -344,6 +423,9 @@ class HeapqSampler(Sampler[int]):
         keep = ~np.isin(self._evicted_ids, ids)
         self._evicted_ids = self._evicted_ids[keep]
         self._evicted_epochs = self._evicted_epochs[keep]
+        self._evicted_scores = self._evicted_scores[keep]
+        self._evicted_since = self._evicted_since[keep]
+        self._coverage.wrong[ids] = 0  # a person decided: its evidence starts again
         self._requeue(ids)
 
     # ------------------------------------------------------------------ feedback
@@ -440,9 +522,18 @@ class HeapqSampler(Sampler[int]):
                 self._stale = True  # updated while queued: its old entry is out of date
             competing = ids[(previous & _EVICTED) == 0]
             self._queue.push(pack(self._keys(competing), competing))
+        self._observe_coverage(ids, columns)
         if self.listener is not None:
             for update_ids, update_columns in received:
                 self.listener.on_update(self, update_ids, update_columns)
+
+    def _observe_coverage(self, ids: I64, columns: Mapping[str, npt.NDArray[np.float32]]) -> None:
+        judged = self._epoch >= max(self.start_at, 1)
+        suspicious = self._coverage.observe(
+            ids, columns[self.key], columns.get("margin"), self._epoch, judged
+        )
+        if len(suspicious):
+            self._mark_evicted(suspicious[(self._state[suspicious] & _EVICTED) == 0])
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[int]:
@@ -494,9 +585,12 @@ class HeapqSampler(Sampler[int]):
         self._reset_epoch(epoch)
         self._base.forget_before(epoch)
         self._epoch_visits[:] = 0
+        self._coverage.new_epoch()
         waiting = np.flatnonzero(self._state & _WAITING)
         self._state[waiting] &= ~_WAITING
-        if epoch >= self.start_at:
+        if self.policy == "balanced":
+            self._plan = self._plan_epoch(epoch) if epoch >= self.start_at else self._plan[:0]
+        elif epoch >= self.start_at:
             # Out-of-date entries are skipped when popped; rebuilding to drop them costs a full
             # sort, worth it once they outnumber the samples (steps= makes it stale each chunk).
             if self._queue_built and (not self._stale or len(self._queue) <= self._n):
@@ -504,6 +598,33 @@ class HeapqSampler(Sampler[int]):
             else:
                 self._build_queue()
         self._maybe_unscored = bool(np.any((self._state & (_SCORED | _NOT_IN_POOL)) == 0))
+
+    def _plan_epoch(self, epoch: int) -> I64:
+        live = np.flatnonzero((self._state & _EVICTED) == 0)
+        if not len(live):
+            raise AllSamplesEvictedError(
+                f"all {self._n} samples are evicted; call reset() or reinstate() to draw again"
+            )
+        rng = np.random.default_rng([self.seed, epoch, 0xBA1A])
+        loss = self._loss[live]
+        # No extra draws for a sample whose label the model rejects now or at its last
+        # coverage visit: extra visits would teach the model a label it finds wrong.
+        margin = self._metrics.get("margin")
+        rejected = margin[live] < 0 if margin is not None else loss > WRONG_LOSS
+        suspect = (self._coverage.wrong[live] > 0) | rejected
+        return plan_epoch(live, loss, suspect, self._total, rng, self.prune, self.max_extra)
+
+    def _draw_planned(self, start: int, count: int) -> I64:
+        """Draws ``start:start + count`` of the balanced epoch's plan; a sample evicted since it
+        was planned is replaced by one from the base order."""
+        drawn = self._plan[start : start + count].copy()
+        gone = (self._state[drawn] & _EVICTED) != 0
+        if self.max_visits is not None:  # a plan may repeat a sample within one chunk
+            gone |= self._epoch_visits[drawn] + _occurrence(drawn) >= self.max_visits
+        self._register(drawn[~gone], repeated=True)
+        if gone.any():
+            drawn[gone] = self._draw_base(int(gone.sum()))
+        return drawn
 
     def _next_chunk(self) -> None:
         self._flush_pending()
@@ -520,6 +641,9 @@ class HeapqSampler(Sampler[int]):
                 part = min(part, self.reset_every - self._draws % self.reset_every)
             if self._epoch < self.start_at:
                 parts.append(self._draw_base(part))
+            elif self.policy == "balanced":
+                start = self._epoch_drawn + sum(len(drawn) for drawn in parts)
+                parts.append(self._draw_planned(start, part))
             else:
                 parts.append(self._draw_priority(part))
             self._draws += part
@@ -621,14 +745,21 @@ class HeapqSampler(Sampler[int]):
             count -= len(hits)
         return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
-    def _register(self, ids: I64) -> None:
-        """Counts draws of distinct ids; evicts those that reach ``max_visits``."""
+    def _register(self, ids: I64, repeated: bool = False) -> None:
+        """Counts draws (of distinct ids unless ``repeated``); evicts those that reach
+        ``max_visits``."""
         if not len(ids):
             return
-        self._visits[ids] += 1
-        if self._total < _UINT16_MAX:  # fewer draws per epoch than uint16 holds
+        if repeated:
+            ids, counts = np.unique(ids, return_counts=True)
+            self._visits[ids] += counts.astype(np.int32)
+            total = self._epoch_visits[ids].astype(np.int64) + counts
+            self._epoch_visits[ids] = np.minimum(total, _UINT16_MAX).astype(np.uint16)
+        elif self._total < _UINT16_MAX:  # fewer draws per epoch than uint16 holds
+            self._visits[ids] += 1
             self._epoch_visits[ids] += 1
         else:
+            self._visits[ids] += 1
             self._epoch_visits[ids] = np.minimum(self._epoch_visits[ids], _UINT16_MAX - 1) + 1
         self._state[ids] |= _WAITING
         if self.max_visits is not None:
@@ -642,6 +773,14 @@ class HeapqSampler(Sampler[int]):
         self._evicted_ids = np.concatenate([self._evicted_ids, ids])
         self._evicted_epochs = np.concatenate(
             [self._evicted_epochs, np.full(len(ids), self._epoch, dtype=np.int64)]
+        )
+        coverage = self._coverage
+        on_evidence = coverage.wrong[ids] >= (coverage.streak or _UINT8_MAX)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scores = coverage.loss_sum[ids] / coverage.epochs[ids]
+        self._evicted_scores = np.concatenate([self._evicted_scores, scores])
+        self._evicted_since = np.concatenate(
+            [self._evicted_since, np.where(on_evidence, coverage.since[ids], -1).astype(np.int64)]
         )
         if self.listener is not None:
             self.listener.on_evict(self, ids, self._epoch)
@@ -719,12 +858,23 @@ class HeapqSampler(Sampler[int]):
             "metrics": {k: torch.from_numpy(v.copy()) for k, v in self._metrics.items()},
             "evicted_ids": torch.from_numpy(self._evicted_ids.copy()),
             "evicted_epochs": torch.from_numpy(self._evicted_epochs.copy()),
+            "evicted_scores": torch.from_numpy(self._evicted_scores.copy()),
+            "evicted_since": torch.from_numpy(self._evicted_since.copy()),
+            "plan": torch.from_numpy(self._plan.copy()),
+            **{
+                name: torch.from_numpy(np.ascontiguousarray(values).copy())
+                for name, values in self._coverage.state().items()
+            },
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restores a :meth:`state_dict`; the next iteration continues the saved epoch."""
-        if not isinstance(state_dict, Mapping) or state_dict.get("version") != _STATE_VERSION:
-            raise ValueError("state_dict should come from HeapqSampler.state_dict() (version 1)")
+        version = state_dict.get("version") if isinstance(state_dict, Mapping) else None
+        if version not in (1, _STATE_VERSION):
+            raise ValueError(
+                f"state_dict should come from HeapqSampler.state_dict() (version 1 or "
+                f"{_STATE_VERSION})"
+            )
         for name, expected in (
             ("size_of_data_source", self._n),
             ("num_replicas", self.num_replicas),
@@ -757,6 +907,19 @@ class HeapqSampler(Sampler[int]):
         }
         self._evicted_ids = np.asarray(state_dict["evicted_ids"]).astype(np.int64)
         self._evicted_epochs = np.asarray(state_dict["evicted_epochs"]).astype(np.int64)
+        evicted = len(self._evicted_ids)
+        if version == 1:  # saved before evidence was kept: none for these evictions
+            self._evicted_scores = np.full(evicted, np.nan)
+            self._evicted_since = np.full(evicted, -1, dtype=np.int64)
+            self._plan = np.empty(0, dtype=np.int64)
+            self._coverage = CoverageEvidence(self._n, self.evidence)
+        else:
+            self._evicted_scores = np.asarray(state_dict["evicted_scores"]).astype(np.float64)
+            self._evicted_since = np.asarray(state_dict["evicted_since"]).astype(np.int64)
+            self._plan = np.asarray(state_dict["plan"]).astype(np.int64)
+            self._coverage.load(
+                {name: np.asarray(state_dict[name]) for name in self._coverage.state()}
+            )
         self._draws = int(state_dict["draws"])
         self._pending, self._pending_count = [], 0
         self._requested_epoch = state_dict["requested_epoch"]
@@ -808,6 +971,17 @@ def _column(pending: HostUpdate, name: str) -> npt.NDArray[np.float32]:
     """One pending update's values of a metric, NaN where that update did not give it."""
     values = pending[1].get(name)
     return np.full(len(pending[0]), np.nan, np.float32) if values is None else values
+
+
+def _occurrence(ids: I64) -> I64:
+    """For each position, how often its id occurred at earlier positions."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+    occurrence = np.empty(len(ids), dtype=np.int64)
+    occurrence[order] = np.arange(len(ids)) - run_start
+    return occurrence
 
 
 def _is_int(value: object) -> bool:

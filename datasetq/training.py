@@ -25,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "flip_labels",
     "margin_and_prediction",
+    "pair_flip_labels",
     "train_mnist",
 ]
 
@@ -41,9 +42,11 @@ class TrainConfig:
     lr: float = 1.0
     gamma: float = 0.7
     noise: float = 0.0
+    noise_kind: str = "symmetric"  # or "pair": class c becomes c + 1
     seed: int = 0
     priority: bool = True
     sampler_options: dict[str, Any] = field(default_factory=dict)
+    losses_only: bool = False  # the sampler gets no margin or prediction
 
 
 @dataclass
@@ -97,6 +100,25 @@ def flip_labels(
     return noisy, flipped
 
 
+def pair_flip_labels(
+    labels: npt.NDArray[np.int64], fraction: float, num_classes: int, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Pair-flip label noise: a seeded ``fraction`` of labels ``c`` become ``c + 1``.
+
+    Returns the noisy labels and the positions that were flipped.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction should be in [0, 1], but got fraction={fraction}")
+    rng = np.random.default_rng(seed)
+    flipped = np.sort(rng.choice(len(labels), size=round(fraction * len(labels)), replace=False))
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + 1) % num_classes
+    return noisy, flipped
+
+
+NOISE_MODELS = {"symmetric": flip_labels, "pair": pair_flip_labels}
+
+
 def make_splits(
     config: TrainConfig,
 ) -> tuple[MNISTSplit, MNISTSplit, npt.NDArray[np.int64]]:
@@ -104,7 +126,12 @@ def make_splits(
     labels = EmbeddedMNIST().targets.numpy().astype(np.int64)
     order = np.random.default_rng(config.seed).permutation(len(labels))
     train_ids, test_ids = order[: config.train_size], order[config.train_size :]
-    noisy, flipped = flip_labels(labels[train_ids], config.noise, 10, config.seed + 1)
+    if config.noise_kind not in NOISE_MODELS:
+        raise ValueError(
+            f"noise_kind should be one of {sorted(NOISE_MODELS)}, but got {config.noise_kind!r}"
+        )
+    flip = NOISE_MODELS[config.noise_kind]
+    noisy, flipped = flip(labels[train_ids], config.noise, 10, config.seed + 1)
     return MNISTSplit(train_ids, noisy), MNISTSplit(test_ids, labels[test_ids]), flipped
 
 
@@ -162,7 +189,9 @@ def train_mnist(
             if sampler is not None or on_batch is not None:
                 metrics = {"loss": loss.detach(), **margin_and_prediction(output.detach(), target)}
                 if sampler is not None:
-                    sampler.update(index, metrics)
+                    sampler.update(
+                        index, {"loss": metrics["loss"]} if config.losses_only else metrics
+                    )
                 if on_batch is not None:
                     on_batch(index, metrics)
             total += float(loss.detach().sum())

@@ -16,11 +16,12 @@ PERCENTILES = (5, 25, 50, 75, 95)
 
 @dataclass
 class EpochAggregate:
-    """Per visited sample of one epoch: report count, last, mean and max loss."""
+    """Per visited sample of one epoch: report count, first, last, mean and max loss."""
 
     ids: I64
     reports: I64
     losses: F64  # every report, grouped by sample id, in arrival order within a sample
+    first: F64  # the coverage visit: measured before this epoch trained on the sample
     last: F64
     mean: F64
     max: F64
@@ -31,7 +32,7 @@ def aggregate_epoch(ids: I64, losses: F64) -> EpochAggregate:
     """Groups loss reports (in arrival order) by sample id."""
     if not len(ids):
         none, empty = np.empty(0, np.int64), np.empty(0)
-        return EpochAggregate(none, none, empty, empty, empty, empty, empty)
+        return EpochAggregate(none, none, empty, empty, empty, empty, empty, empty)
     order = np.argsort(ids, kind="stable")  # stable: arrival order kept within a sample
     sorted_ids, sorted_losses = ids[order], losses[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
@@ -42,6 +43,7 @@ def aggregate_epoch(ids: I64, losses: F64) -> EpochAggregate:
         ids=sorted_ids[starts],
         reports=counts.astype(np.int64),
         losses=sorted_losses,
+        first=sorted_losses[starts],
         last=sorted_losses[ends - 1],
         mean=sums / counts,
         max=np.maximum.reduceat(sorted_losses, starts),

@@ -165,6 +165,9 @@ class Recorder(SamplerListener):
         self._loss_max = np.full(n, np.nan, dtype=np.float64)
         self._last_loss = np.full(n, np.nan, dtype=np.float64)
         self._last_epoch = np.full(n, -1, dtype=np.int64)
+        # Each epoch's first report per sample (its coverage visit): the suspicion score.
+        self._coverage_sum = np.zeros(n, dtype=np.float64)
+        self._coverage_epochs = np.zeros(n, dtype=np.int64)
         self._incoming: deque[tuple[str, int, int, int | None]] = deque()
         self._decision_cursor = 0
         self._label_cursor = 0
@@ -371,9 +374,17 @@ class Recorder(SamplerListener):
         self._loss_max[touched] = np.fmax(self._loss_max[touched], aggregate.max)
         self._last_loss[touched] = aggregate.last
         self._last_epoch[touched] = epoch
+        self._coverage_sum[touched] += aggregate.first
+        self._coverage_epochs[touched] += 1
         evicted_ids, evicted_epochs = sampler.evictions
-        evicted_epoch = np.full(self.description.num_samples, -1, dtype=np.int64)
+        n = self.description.num_samples
+        evicted_epoch = np.full(n, -1, dtype=np.int64)
         evicted_epoch[evicted_ids] = evicted_epochs
+        _, evidence_scores, evidence_since = sampler.eviction_evidence
+        evidence_score = np.full(n, np.nan)
+        evidence_score[evicted_ids] = evidence_scores
+        wrong_since = np.full(n, -1, dtype=np.int64)
+        wrong_since[evicted_ids] = evidence_since
         new_evictions = evicted_ids[evicted_epochs == epoch]
         # Rows for every sample whose state changed: reported this epoch, or evicted, or freed.
         self._state_dirty[np.concatenate([touched, evicted_ids, self._evicted_before])] = True
@@ -386,6 +397,7 @@ class Recorder(SamplerListener):
         visits = sampler.visits
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = self._loss_sum[changed] / self._loss_reports[changed]
+            score = self._coverage_sum[changed] / self._coverage_epochs[changed]
         summary = epoch_summary(
             sampler.loss,
             visits,
@@ -417,6 +429,10 @@ class Recorder(SamplerListener):
                 "state_evicted_epoch": evicted_epoch[changed],
                 "state_pred": self._last_pred[changed],
                 "state_margin": self._last_margin[changed],
+                "state_score": score,
+                "state_coverage_epochs": self._coverage_epochs[changed],
+                "state_evidence_score": evidence_score[changed],
+                "state_wrong_since": wrong_since[changed],
             },
         )
         if len(new_evictions):
@@ -489,10 +505,12 @@ class Recorder(SamplerListener):
                 SampleStateRecord.max_loss,
                 SampleStateRecord.last_loss,
                 SampleStateRecord.last_epoch,
+                SampleStateRecord.score,
+                SampleStateRecord.coverage_epochs,
             ).where(SampleStateRecord.run_id == self.run_id)
         ).all()
         if rows:
-            ids, reports, mean, maximum, last, last_epoch = (
+            ids, reports, mean, maximum, last, last_epoch, score, covered = (
                 np.array(c) for c in zip(*rows, strict=True)
             )
             ids = ids.astype(np.int64)
@@ -502,6 +520,9 @@ class Recorder(SamplerListener):
             self._loss_max[ids] = maximum.astype(float)
             self._last_loss[ids] = last.astype(float)
             self._last_epoch[ids] = np.where(last_epoch == None, -1, last_epoch).astype(np.int64)  # noqa: E711
+            covered = np.where(covered == None, 0, covered).astype(np.int64)  # noqa: E711
+            self._coverage_epochs[ids] = covered
+            self._coverage_sum[ids] = np.nan_to_num(score.astype(float)) * covered
         labels = connection.execute(
             select(SampleRecord.sample_id, SampleRecord.current_label).where(
                 SampleRecord.dataset_id == self.dataset_id,

@@ -33,6 +33,10 @@ STATE_COLUMNS = (
     "evicted_epoch",
     "last_pred",
     "last_margin",
+    "score",
+    "coverage_epochs",
+    "evidence_score",
+    "wrong_since",
 )
 
 
@@ -164,6 +168,11 @@ def _store_state(connection: Connection, run_id: int, a: dict[str, Any]) -> None
         _nullable_int(a["state_evicted_epoch"]),
         _nullable_int(a["state_pred"]),
         _nullable(a["state_margin"]),
+        # Batches spilled before these columns existed replay without them.
+        _nullable(a.get("state_score", np.full(count, np.nan))),
+        _nullable_int(a.get("state_coverage_epochs", np.full(count, -1))),
+        _nullable(a.get("state_evidence_score", np.full(count, np.nan))),
+        _nullable_int(a.get("state_wrong_since", np.full(count, -1))),
         strict=True,
     )
     bulk_upsert(connection, "sample_state", STATE_COLUMNS, ("run_id", "sample_id"), rows)

@@ -133,6 +133,7 @@ class SampleStateRecord(Base):
         Index("ix_sample_state_run_mean_loss", "run_id", "mean_loss"),
         Index("ix_sample_state_run_max_loss", "run_id", "max_loss"),
         Index("ix_sample_state_run_visits", "run_id", "visits"),
+        Index("ix_sample_state_run_score", "run_id", "score"),
         # Partial: most samples are never evicted, and their state writes skip this index.
         Index(
             "ix_sample_state_run_evicted_epoch",
@@ -155,6 +156,14 @@ class SampleStateRecord(Base):
     evicted_epoch: Mapped[int | None] = mapped_column(Integer)
     last_pred: Mapped[int | None] = mapped_column(Integer)
     last_margin: Mapped[float | None] = mapped_column(Float)
+    # The suspicion score: mean over epochs of each epoch's first reported loss (a loss measured
+    # before that epoch trained on the sample, once per epoch however often it was drawn).
+    score: Mapped[float | None] = mapped_column(Float)
+    coverage_epochs: Mapped[int | None] = mapped_column(Integer)
+    # The sampler's evidence when it evicted the sample: its score then, and the epoch its run
+    # of wrong coverage visits began (NULL: evicted by max_visits or by a person).
+    evidence_score: Mapped[float | None] = mapped_column(Float)
+    wrong_since: Mapped[int | None] = mapped_column(Integer)
 
 
 class EpochBlockRecord(Base):

@@ -34,7 +34,7 @@ export const api = {
 // The listing views of the gallery and of review mode.
 export const VIEWS = {
   hardest: { title: "Hardest (latest loss)", params: { sort: "loss", order: "desc" } },
-  score: { title: "Most suspicious (mean loss)", params: { sort: "score", order: "desc" } },
+  score: { title: "Most suspicious", params: { sort: "score", order: "desc" } },
   visited: { title: "Most visited", params: { sort: "visits", order: "desc" } },
   evicted: { title: "Evicted", params: { sort: "evicted_epoch", order: "asc", evicted: "true" } },
   flagged: { title: "Flagged", params: { sort: "loss", order: "desc", flagged: "true" } },

@@ -29,6 +29,13 @@ export function drawTrajectory(detail) {
   ], { title: { text: "Visits per epoch", font: { size: 14 } }, height: 220, margin: { l: 45, r: 10, t: 40, b: 40 }, xaxis: { dtick: 1 } }, config);
 }
 
+// Eviction is the sampler's suggestion: say what it rests on.
+function evictionText(detail) {
+  const base = `Evicted by the sampler in epoch ${detail.evicted_epoch}`;
+  if (detail.wrong_since === null) return `${base} (visit limit or a reviewer's decision)`;
+  return `${base}: the model rejected its label at every epoch's first visit since epoch ${detail.wrong_since} (suspicion ${fmt(detail.evidence_score)})`;
+}
+
 // Renders one sample; `actions` performs changes so review mode and this view share them.
 export function renderSample(container, runId, detail, actions, heading) {
   clear(container);
@@ -39,9 +46,9 @@ export function renderSample(container, runId, detail, actions, heading) {
     el("img", { src: api.imageUrl(runId, detail.sample_id), alt: `Sample ${detail.sample_id}, labelled ${label}`, width: 280, height: 280, id: "sample-image" }),
     el("p", {}, "Label: ", el("strong", { id: "current-label" }, label),
       detail.relabeled ? el("span", { class: "badge relabeled" }, ` was ${names[detail.original_label] ?? detail.original_label}`) : null),
-    el("p", {}, `Latest loss ${fmt(detail.last_loss)} · mean ${fmt(detail.mean_loss)} · max ${fmt(detail.max_loss)} · ${detail.visits} visits`),
+    el("p", {}, `Suspicion ${fmt(detail.score)} · latest loss ${fmt(detail.last_loss)} · mean ${fmt(detail.mean_loss)} · max ${fmt(detail.max_loss)} · ${detail.visits} visits`),
     detail.last_pred !== null ? el("p", {}, `Last prediction: ${names[detail.last_pred] ?? detail.last_pred}`) : null,
-    detail.evicted_epoch !== null ? el("p", { class: "error" }, `Evicted in epoch ${detail.evicted_epoch}`) : null,
+    detail.evicted_epoch !== null ? el("p", { class: "error", id: "eviction" }, evictionText(detail)) : null,
     el("p", { class: "notice" }, detail.source ? `Source: ${detail.source}` : ""),
   );
   const classes = el("div", { class: "classes", role: "group", "aria-label": "Relabel as" },

@@ -24,7 +24,7 @@ def seed(url: str) -> None:
     dataset = MNISTSplit(np.arange(N), noisy)
     config = {"flipped": FLIPPED, "note": "<script>alert(1)</script>"}
     with Recorder(url, run="seeded <b>run</b>", dataset=dataset, config=config) as recorder:
-        sampler = HeapqSampler(dataset, recorder=recorder, seed=0, max_visits=4, chunk_size=20)
+        sampler = HeapqSampler(dataset, recorder=recorder, seed=0, evidence=2, chunk_size=20)
         rng = np.random.default_rng(0)
         for epoch in range(3):
             drawn = []

@@ -6,7 +6,7 @@ SORTS = ["loss", "mean_loss", "max_loss", "visits", "score", "evicted_epoch"]
 FIELD = {
     "loss": "last_loss",
     "mean_loss": "mean_loss",
-    "score": "mean_loss",
+    "score": "score",
     "max_loss": "max_loss",
     "visits": "visits",
     "evicted_epoch": "evicted_epoch",
@@ -120,3 +120,21 @@ def test_unknown_sample_is_a_404_naming_it(client):
     assert response.json()["detail"] == f"Sample {N} not found in run {rid} ({N} samples)"
     assert client.get(f"/api/v1/runs/{rid}/samples/-1").status_code == 404
     assert client.get("/api/v1/runs/999/samples/1").json() == {"detail": "Run 999 not found"}
+
+
+def test_an_evicted_sample_shows_the_evidence_it_was_evicted_on(client):
+    """The seeded run evicts the flipped samples on evidence (wrong at epochs 1 and 2)."""
+    run = run_id(client)
+    evicted = client.get(f"/api/v1/runs/{run}/samples?evicted=true&sort=score").json()["items"]
+    assert {i["sample_id"] for i in evicted} == set(FLIPPED)
+    detail = client.get(f"/api/v1/runs/{run}/samples/{FLIPPED[0]}").json()
+    assert (detail["evicted_epoch"], detail["wrong_since"]) == (2, 1)
+    assert detail["evidence_score"] > 3.0  # its losses were 3 + noise below 0.1
+    assert detail["score"] == pytest.approx(detail["evidence_score"], rel=1e-6)
+    clean = client.get(f"/api/v1/runs/{run}/samples/1").json()
+    assert (clean["evicted_epoch"], clean["wrong_since"], clean["evidence_score"]) == (
+        None,
+        None,
+        None,
+    )
+    assert clean["score"] < detail["score"]

@@ -330,3 +330,36 @@ def test_registers_every_sample_label_and_source(store_url, tmp_path, monkeypatc
         for i, (path, label) in enumerate(dataset.samples)
     ]
     assert [tuple(r) for r in rows] == expected
+
+
+def test_stores_the_suspicion_score_and_the_eviction_evidence(store_url):
+    """The store's score is the sampler's: each epoch's first report per sample, averaged;
+    samples evicted on evidence carry their score then and the epoch the evidence began."""
+    dataset = TinyDataset(60)
+    with Recorder(store_url, run="evidence", dataset=dataset, state_interval=0) as recorder:
+        sampler, _ = train_recorded(recorder, dataset, epochs=4, evidence=2)
+    evicted_ids, scores, since = sampler.eviction_evidence
+    assert sorted(evicted_ids.tolist()) == list(range(0, 60, 10))  # the always-hard ones
+    rows = read(
+        store_url,
+        select(
+            SampleStateRecord.sample_id,
+            SampleStateRecord.score,
+            SampleStateRecord.coverage_epochs,
+            SampleStateRecord.evidence_score,
+            SampleStateRecord.wrong_since,
+            SampleStateRecord.evicted_epoch,
+        ),
+    )
+    stored = {r[0]: r[1:] for r in rows}
+    suspicion = sampler.suspicion
+    for sample_id, (score, covered, evidence, wrong_since, evicted_epoch) in stored.items():
+        assert score == pytest.approx(suspicion[sample_id], rel=1e-6)
+        assert covered == sampler._coverage.epochs[sample_id]
+        if sample_id in evicted_ids:
+            position = evicted_ids.tolist().index(sample_id)
+            assert evidence == pytest.approx(scores[position], rel=1e-6)
+            assert wrong_since == since[position] == 1
+            assert evicted_epoch == 2
+        else:
+            assert (evidence, wrong_since, evicted_epoch) == (None, None, None)

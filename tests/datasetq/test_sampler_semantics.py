@@ -66,6 +66,7 @@ def drive(draw_iter_per_epoch, update, cfg):
 def run_sampler(cfg):
     sampler = HeapqSampler(
         range(cfg["n"]),
+        policy="greedy",
         extrema=cfg["extrema"],
         start_at=cfg["start_at"],
         max_visits=cfg["max_visits"],
@@ -131,7 +132,7 @@ def test_invariants(cfg):
 def test_priority_order_one_by_one():
     """With chunk_size=1 every draw is the largest loss among samples not awaiting an update."""
     n = 50
-    sampler = HeapqSampler(range(n), chunk_size=1, shuffle=True, seed=3)
+    sampler = HeapqSampler(range(n), policy="greedy", chunk_size=1, shuffle=True, seed=3)
     true_loss = np.random.default_rng(0).random(n)
     for i in sampler:  # warm-up
         sampler.update([i], {"loss": [true_loss[i]]})
@@ -150,7 +151,7 @@ def test_priority_order_one_by_one():
 
 
 def test_hard_sample_is_drawn_again_within_the_epoch():
-    sampler = HeapqSampler(range(100), chunk_size=4, seed=0)
+    sampler = HeapqSampler(range(100), policy="greedy", chunk_size=4, seed=0)
     for batch in batched(sampler, 4):
         sampler.update(batch, {"loss": [5.0 if i == 7 else 1.0 - i / 1000 for i in batch]})
     drawn = []
@@ -162,7 +163,7 @@ def test_hard_sample_is_drawn_again_within_the_epoch():
 
 
 def test_extrema_max_prefers_the_smallest_value():
-    sampler = HeapqSampler(range(10), extrema="max", chunk_size=10, seed=0)
+    sampler = HeapqSampler(range(10), policy="greedy", extrema="max", chunk_size=10, seed=0)
     list(sampler)
     sampler.update(list(range(10)), {"loss": [float(10 - i) for i in range(10)]})
     assert list(sampler)[:10] == list(range(9, -1, -1))
@@ -175,7 +176,7 @@ def test_numpy_losses_order_as_numbers():
     losses = np.array([0.5, 3.0, 2.0, 10.0, 0.1], dtype=np.float64)
     orders = []
     for values in (losses, losses.tolist(), torch.tensor(losses), losses.astype(np.float16)):
-        sampler = HeapqSampler(range(5), chunk_size=5, seed=0)
+        sampler = HeapqSampler(range(5), policy="greedy", chunk_size=5, seed=0)
         list(sampler)
         sampler.update(np.arange(5), {"loss": values})
         orders.append(list(sampler))
@@ -183,7 +184,7 @@ def test_numpy_losses_order_as_numbers():
 
 
 def test_every_sample_evicted_raises_a_clear_error():
-    sampler = HeapqSampler(range(5), max_visits=1, seed=0)
+    sampler = HeapqSampler(range(5), policy="greedy", max_visits=1, seed=0)
     assert sorted(sampler) == list(range(5))
     assert sampler.evicted.tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(AllSamplesEvictedError, match="all 5 samples are evicted"):
@@ -191,7 +192,7 @@ def test_every_sample_evicted_raises_a_clear_error():
 
 
 def test_evict_reinstate_and_reset():
-    sampler = HeapqSampler(range(6), seed=0, chunk_size=6)
+    sampler = HeapqSampler(range(6), policy="greedy", seed=0, chunk_size=6)
     list(sampler)
     sampler.update(range(6), {"loss": [1.0, 2, 3, 4, 5, 6]})
     sampler.evict([5, 4])
@@ -211,7 +212,7 @@ def test_evict_reinstate_and_reset():
 
 
 def test_steps_one_is_a_plain_shuffled_sampler():
-    sampler = HeapqSampler(range(30), steps=1, shuffle=True, seed=5, chunk_size=7)
+    sampler = HeapqSampler(range(30), policy="greedy", steps=1, shuffle=True, seed=5, chunk_size=7)
     for _ in range(4):
         drawn = []
         for batch in batched(sampler, 5):
@@ -222,7 +223,7 @@ def test_steps_one_is_a_plain_shuffled_sampler():
 
 def test_steps_k_interleaves_base_order_draws():
     n, k = 40, 4
-    sampler = HeapqSampler(range(n), steps=k, shuffle=True, seed=2, chunk_size=8)
+    sampler = HeapqSampler(range(n), policy="greedy", steps=k, shuffle=True, seed=2, chunk_size=8)
     for batch in batched(sampler, 8):
         sampler.update(list(batch), {"loss": [float(i) for i in batch]})
     before = n  # draws so far
@@ -241,7 +242,7 @@ def test_steps_k_interleaves_base_order_draws():
 
 
 def test_size_limits_the_competing_pool():
-    sampler = HeapqSampler(range(20), size=5, seed=0, chunk_size=5)
+    sampler = HeapqSampler(range(20), policy="greedy", size=5, seed=0, chunk_size=5)
     list(sampler)
     sampler.update(range(20), {"loss": [float(i) for i in range(20)]})
     drawn = []
@@ -254,7 +255,9 @@ def test_size_limits_the_competing_pool():
 
 
 def test_reset_every_forgets_priorities_and_evictions():
-    sampler = HeapqSampler(range(10), reset_every=10, max_visits=1, seed=0, chunk_size=5)
+    sampler = HeapqSampler(
+        range(10), policy="greedy", reset_every=10, max_visits=1, seed=0, chunk_size=5
+    )
     for _ in range(3):  # max_visits=1 evicts everything each epoch; the reset revives them
         drawn = list(sampler)
         assert sorted(drawn) == list(range(10))
@@ -262,7 +265,7 @@ def test_reset_every_forgets_priorities_and_evictions():
 
 
 def test_num_samples_sets_the_epoch_length():
-    sampler = HeapqSampler(range(10), num_samples=25, seed=0, shuffle=True)
+    sampler = HeapqSampler(range(10), policy="greedy", num_samples=25, seed=0, shuffle=True)
     assert len(sampler) == 25
     drawn = list(sampler)
     assert len(drawn) == 25
@@ -270,9 +273,9 @@ def test_num_samples_sets_the_epoch_length():
 
 
 def test_set_epoch_selects_the_permutation():
-    c = HeapqSampler(range(50), shuffle=True, seed=9, start_at=5)
+    c = HeapqSampler(range(50), policy="greedy", shuffle=True, seed=9, start_at=5)
     c.set_epoch(3)
-    a2 = HeapqSampler(range(50), shuffle=True, seed=9, start_at=5)
+    a2 = HeapqSampler(range(50), policy="greedy", shuffle=True, seed=9, start_at=5)
     for _ in range(3):
         list(a2)
     assert list(c) == list(a2)

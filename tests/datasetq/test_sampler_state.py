@@ -32,6 +32,8 @@ def options_strategy():
             "shuffle": st.booleans(),
             "chunk_size": st.sampled_from([1, 3, 8, 64]),
             "extrema": st.sampled_from(["min", "max"]),
+            # None: balanced unless steps, size or extrema="max" choose greedy
+            "policy": st.sampled_from([None, "greedy"]),
         }
     )
 

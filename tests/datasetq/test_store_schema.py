@@ -23,7 +23,7 @@ from datasetq.store.migrations import (
 from datasetq.store.models import Base
 from datasetq.store.queries import sample_trajectory
 
-from .recording import TinyDataset
+from .recording import TinyDataset, train_recorded
 
 
 def test_upgrade_creates_the_schema_and_matches_the_models(store_url):
@@ -218,3 +218,51 @@ def test_0003_converts_per_sample_rows_into_epoch_blocks_and_back(store_url):
             assert maximum == pytest.approx(max(losses), rel=1e-6)
     _migrate(store_url, "head")
     check_trajectories()
+
+
+def _scores(url: str) -> dict[int, tuple[float | None, int | None]]:
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT sample_id, score, coverage_epochs FROM sample_state WHERE run_id = 1")
+            ).all()
+    finally:
+        engine.dispose()
+    return {int(s): (score, covered) for s, score, covered in rows}
+
+
+def test_0004_scores_runs_recorded_before_it_from_their_epoch_blocks(store_url):
+    """The suspicion score is each epoch's first report per sample, averaged over epochs. A run
+    recorded at head, downgraded to 0003 (the columns go) and upgraded again gets back the
+    scores the recorder wrote, computed by the migration from the stored per-visit losses."""
+    dataset = TinyDataset(60)
+    with Recorder(store_url, run="r", dataset=dataset, state_interval=0) as recorder:
+        _, reports = train_recorded(recorder, dataset, epochs=3, policy="greedy")
+    first: dict[int, list[float]] = {}
+    seen: set[tuple[int, int]] = set()
+    for epoch, ids, losses in reports:
+        for sample_id, loss in zip(ids, losses, strict=True):
+            if (epoch, sample_id) not in seen:
+                seen.add((epoch, sample_id))
+                first.setdefault(sample_id, []).append(loss)
+    recorded = _scores(store_url)
+    assert set(recorded) == set(first)
+    for sample_id, losses in first.items():
+        score, covered = recorded[sample_id]
+        assert covered == len(losses)
+        assert score == pytest.approx(np.mean(losses), rel=1e-6)
+
+    _migrate(store_url, "0003", down=True)
+    engine = create_store_engine(store_url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("sample_state")}
+    finally:
+        engine.dispose()
+    assert not {"score", "coverage_epochs", "evidence_score", "wrong_since"} & columns
+    _migrate(store_url, "head")
+    migrated = _scores(store_url)
+    assert set(migrated) == set(recorded)
+    for sample_id, (score, covered) in recorded.items():
+        assert migrated[sample_id][1] == covered
+        assert migrated[sample_id][0] == pytest.approx(score, rel=1e-6)

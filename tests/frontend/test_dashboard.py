@@ -168,3 +168,14 @@ def test_narrow_screen_and_accessible_controls(server, browser):
     for control in page.locator("select, input, textarea").all():
         assert control.get_attribute("aria-label") or control.evaluate("e => !!e.closest('label')")
     context.close()
+
+
+def test_an_evicted_sample_says_what_its_eviction_rests_on(server, page):
+    base, _ = server
+    page.goto(f"{base}/#/runs/1/samples/{FLIPPED[1]}")
+    page.wait_for_selector("#eviction")
+    text = page.locator("#eviction").inner_text()
+    assert "Evicted by the sampler in epoch 2" in text
+    assert "since epoch 1" in text
+    assert "suspicion 3.0" in text
+    page.screenshot(path=str(ARTIFACTS / "eviction-evidence.png"))

@@ -1,0 +1,236 @@
+"""The balanced policy (the default): coverage, pruning, extra draws, eviction on evidence, and
+the suspicion score."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from datasetq import HeapqSampler
+
+N = 200
+HARD = np.arange(20)  # ids whose given label the "model" rejects (mislabeled)
+
+
+def epoch_of(sampler: HeapqSampler, loss_of, margin_of=None, batch: int = 10) -> np.ndarray:
+    """Draws one epoch, reporting ``loss_of(ids)`` (and ``margin_of``) after every batch."""
+    drawn = np.array(list(sampler), dtype=np.int64)
+    for start in range(0, len(drawn), batch):
+        ids = drawn[start : start + batch]
+        metrics = {"loss": loss_of(ids)}
+        if margin_of is not None:
+            metrics["margin"] = margin_of(ids)
+        sampler.update(ids, metrics)
+    return drawn
+
+
+def noisy_loss(ids: np.ndarray) -> np.ndarray:
+    """Mislabeled ids: loss 3 (probability of the given label about 0.05); others 0.01..0.5."""
+    return np.where(np.isin(ids, HARD), 3.0, 0.01 + (ids % 50) / 100.0).astype(np.float32)
+
+
+def test_default_policy_is_balanced_and_greedy_options_choose_greedy():
+    assert HeapqSampler(range(10), seed=0).policy == "balanced"
+    assert HeapqSampler(range(10), seed=0).evidence == 3
+    assert HeapqSampler(range(10), seed=0, steps=2).policy == "greedy"
+    assert HeapqSampler(range(10), seed=0, size=4).policy == "greedy"
+    assert HeapqSampler(range(10), seed=0, extrema="max").policy == "greedy"
+    assert HeapqSampler(range(10), seed=0, policy="greedy").evidence is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"policy": "tempered"}, "policy"),
+        ({"policy": "balanced", "steps": 2}, "greedy"),
+        ({"policy": "balanced", "extrema": "max"}, "greedy"),
+        ({"prune": 1.0}, "prune"),
+        ({"prune": "half"}, "prune"),
+        ({"max_extra": 0}, "max_extra"),
+        ({"evidence": 0}, "evidence"),
+        ({"evidence": 1.5}, "evidence"),
+    ],
+)
+def test_bad_policy_arguments_name_themselves(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        HeapqSampler(range(10), seed=0, **kwargs)
+
+
+def test_every_live_sample_is_visited_unless_pruned_as_easy():
+    sampler = HeapqSampler(range(N), seed=0, evidence=None)
+    epoch_of(sampler, noisy_loss)  # warm-up: every sample once
+    loss_before = sampler.loss.copy()
+    drawn = epoch_of(sampler, noisy_loss)
+    assert len(drawn) == N
+    missing = np.setdiff1d(np.arange(N), drawn)
+    assert len(missing)  # easy samples sat out (the prune share is 0.5)
+    assert (loss_before[missing] < loss_before.mean()).all()
+    assert np.isin(HARD, drawn).all()
+
+
+def test_no_pruning_without_easy_samples_to_prune():
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, evidence=None)
+    epoch_of(sampler, noisy_loss)
+    drawn = epoch_of(sampler, noisy_loss)
+    assert set(drawn.tolist()) == set(range(N))
+
+
+def test_samples_whose_label_is_rejected_get_no_extra_draws():
+    """Losses only: a loss above ln 2 means the model rejects the label; those samples keep one
+    visit per epoch while hard samples the model accepts get the extra draws."""
+    sampler = HeapqSampler(range(N), seed=0, evidence=None)
+    epoch_of(sampler, noisy_loss)
+    drawn = epoch_of(sampler, noisy_loss)
+    counts = np.bincount(drawn, minlength=N)
+    assert (counts[HARD] == 1).all()
+    accepted_hard = np.setdiff1d(np.flatnonzero(noisy_loss(np.arange(N)) > 0.3), HARD)
+    assert counts[accepted_hard].max() == 2  # max_extra=1
+    assert counts.max() == 2
+
+
+def test_a_reported_margin_decides_rejection_instead_of_the_loss():
+    """A loss of 3 with a positive margin (a hard but accepted label) may get extra draws."""
+    sampler = HeapqSampler(range(N), seed=0, evidence=None, max_extra=3)
+    margin = lambda ids: np.ones(len(ids), dtype=np.float32)  # noqa: E731
+    epoch_of(sampler, noisy_loss, margin)
+    counts = np.bincount(epoch_of(sampler, noisy_loss, margin), minlength=N)
+    assert counts[HARD].max() > 1
+
+
+def test_evicts_after_evidence_wrong_coverage_visits_in_a_row_with_its_evidence():
+    sampler = HeapqSampler(range(N), seed=0)  # evidence=3
+    for epoch in range(4):  # warm-up, then epochs 1, 2, 3 judge
+        epoch_of(sampler, noisy_loss)
+        if epoch < 3:
+            assert len(sampler.evicted) == 0
+    assert sampler.evicted.tolist() == HARD.tolist()
+    ids, scores, since = sampler.eviction_evidence
+    assert sorted(ids.tolist()) == HARD.tolist()
+    np.testing.assert_allclose(scores, 3.0)
+    assert (since == 1).all()  # wrong at every judged coverage visit since epoch 1
+    _, epochs = sampler.evictions
+    assert (epochs == 3).all()
+
+
+def test_a_right_coverage_visit_restarts_the_evidence():
+    sampler = HeapqSampler(range(N), seed=0, evidence=2, prune=0.0)  # every sample every epoch
+    epoch_of(sampler, noisy_loss)
+    epoch_of(sampler, noisy_loss)  # epoch 1: wrong
+    epoch_of(sampler, lambda ids: np.full(len(ids), 0.1, np.float32))  # epoch 2: right
+    epoch_of(sampler, noisy_loss)  # epoch 3: wrong once more
+    assert len(sampler.evicted) == 0
+    epoch_of(sampler, noisy_loss)  # epoch 4: twice in a row
+    assert sampler.evicted.tolist() == HARD.tolist()
+    assert (sampler.eviction_evidence[2] == 3).all()
+
+
+def test_only_the_first_report_of_an_epoch_is_evidence_and_score():
+    """Later reports in the same epoch (after training on the sample) change neither."""
+    sampler = HeapqSampler(range(10), seed=0, prune=0.0, evidence=2)
+    for _ in range(3):
+        drawn = np.array(list(sampler))
+        sampler.update(drawn, {"loss": np.full(10, 3.0, np.float32)})
+        sampler.update(drawn, {"loss": np.full(10, 0.0, np.float32)})  # a second report
+    assert len(sampler.evicted) == 10
+    np.testing.assert_allclose(sampler.suspicion, 3.0)
+    np.testing.assert_allclose(sampler.loss, 0.0)
+
+
+def test_suspicion_is_not_inflated_by_extra_draws():
+    """A sample drawn twice in an epoch counts once; in random order it is the mean loss."""
+    sampler = HeapqSampler(range(4), seed=0, prune=0.0, evidence=None)
+    reports = {0: [5.0, 1.0], 1: [2.0, 0.5]}  # epoch -> first report of sample 0 in it
+    for epoch in range(2):
+        list(sampler)
+        sampler.update([0, 0, 1, 2, 3], {"loss": [reports[epoch][0], 9.0, 1.0, 1.0, 1.0]})
+    assert sampler.suspicion[0] == pytest.approx((5.0 + 2.0) / 2)
+
+
+def test_evidence_none_never_evicts_and_max_visits_keeps_its_meaning():
+    sampler = HeapqSampler(range(N), seed=0, evidence=None)
+    for _ in range(6):
+        epoch_of(sampler, noisy_loss)
+    assert len(sampler.evicted) == 0
+    capped = HeapqSampler(range(N), seed=0, evidence=None, prune=0.9, max_extra=5, max_visits=2)
+    epoch_of(capped, noisy_loss)
+    drawn = epoch_of(capped, noisy_loss)
+    counts = np.bincount(drawn, minlength=N)
+    assert counts.max() <= 2
+    assert set(capped.evicted.tolist()) == set(np.flatnonzero(counts >= 2).tolist())
+    assert (capped.eviction_evidence[2] == -1).all()  # not evidence: the visit limit
+
+
+def test_reinstate_restarts_the_evidence():
+    sampler = HeapqSampler(range(N), seed=0, evidence=2)
+    for _ in range(3):
+        epoch_of(sampler, noisy_loss)
+    assert len(sampler.evicted) == len(HARD)
+    sampler.reinstate(HARD)
+    epoch_of(sampler, noisy_loss)  # one more wrong visit: not yet two in a row again
+    assert len(sampler.evicted) == 0
+
+
+def test_a_version_1_checkpoint_still_loads():
+    sampler = HeapqSampler(range(N), seed=0, policy="greedy", max_visits=2)
+    epoch_of(sampler, noisy_loss)
+    epoch_of(sampler, noisy_loss)
+    state = sampler.state_dict()
+    old = {
+        k: v
+        for k, v in state.items()
+        if k
+        not in {
+            "evicted_scores",
+            "evicted_since",
+            "plan",
+            "coverage_seen",
+            "coverage_loss_sum",
+            "coverage_epochs",
+            "wrong_streak",
+            "wrong_since",
+        }
+    }
+    old["version"] = 1
+    resumed = HeapqSampler(range(N), seed=5, policy="greedy", max_visits=2)
+    resumed.load_state_dict(old)
+    assert resumed.evicted.tolist() == sampler.evicted.tolist()
+    assert np.isnan(resumed.eviction_evidence[1]).all()
+    assert list(resumed) == list(sampler)
+
+
+def test_balanced_epochs_resume_mid_epoch_from_a_checkpoint():
+    def run(stop: int | None):
+        sampler = HeapqSampler(range(N), seed=3)
+        drawn: list[int] = []
+        for epoch in range(4 if stop is None else 5):  # the resumed epoch 2 is iterated twice
+            iterator = iter(sampler)
+            for step, index in enumerate(iterator):
+                drawn.append(index)
+                sampler.update([index], {"loss": noisy_loss(np.array([index]))})
+                if stop is not None and epoch == 2 and step == stop:
+                    state = sampler.state_dict()
+                    resumed = HeapqSampler(range(N), seed=99)
+                    resumed.load_state_dict(state)
+                    sampler = resumed
+                    break
+        return drawn, sampler
+
+    full, full_sampler = run(None)
+    cut, cut_sampler = run(57)
+    # The interrupted run re-enters epoch 2 where it stopped and continues it.
+    assert len(full) == len(cut) == 4 * N
+    assert full == cut
+    assert full_sampler.evicted.tolist() == cut_sampler.evicted.tolist()
+
+
+def test_cuda_and_tensor_inputs_are_evidence_too():
+    sampler = HeapqSampler(range(N), seed=0, evidence=2)
+    for _ in range(3):
+        drawn = np.array(list(sampler))
+        loss = torch.from_numpy(noisy_loss(drawn))
+        sampler.update(torch.from_numpy(drawn), {"loss": loss})
+    assert sampler.evicted.tolist() == HARD.tolist()
+    assert math.isclose(float(sampler.suspicion[0]), 3.0)
