@@ -15,9 +15,10 @@ from fastapi.staticfiles import StaticFiles
 
 from datasetq.store.engine import create_store_engine
 from datasetq.store.migrations import ensure_schema
+from datasetq.store.reviews import ReviewConflict, ReviewNotFound
 
 from .imaging import ImageRenderer
-from .routers import events, export, images, labels, runs, samples
+from .routers import events, export, images, labels, reviews, runs, samples
 from .security import GuardMiddleware
 from .settings import Settings, get_settings
 
@@ -56,9 +57,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.renderer = ImageRenderer(settings)
 
     api = APIRouter(prefix="/api/v1")
-    for module in (runs, samples, labels, images, export, events):
+    for module in (runs, samples, labels, reviews, images, export, events):
         api.include_router(module.router)
     app.include_router(api)
+
+    @app.exception_handler(ReviewNotFound)
+    async def not_found(_: Request, error: ReviewNotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(error)})
+
+    @app.exception_handler(ReviewConflict)
+    async def conflict(_: Request, error: ReviewConflict) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(error)})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -1,16 +1,20 @@
-"""Write operations: labels, flags and decisions. Each call is one transaction, committed by
-the route; every change lands in its history table with time and author."""
+"""Write operations on samples, through the review log (``datasetq.store.reviews``).
+
+Every change is an action of the log, with its author and time, and can be undone; decisions
+belong to the dataset, shared by every run over it. Each call is one transaction, committed by
+the route.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from fastapi import HTTPException
-from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from datasetq.store import reviews
 from datasetq.store.ingest import now
-from datasetq.store.models import DecisionRecord, FlagRecord, LabelChangeRecord, SampleRecord
+from datasetq.store.models import DecisionRecord, SampleRecord
 
 from .queries import RunContext
 
@@ -37,120 +41,49 @@ def check_samples(context: RunContext, sample_ids: Sequence[int]) -> list[int]:
     return unique
 
 
-def _samples(session: Session, context: RunContext, sample_ids: list[int]) -> list[SampleRecord]:
-    return list(
-        session.execute(
-            select(SampleRecord)
-            .where(
-                SampleRecord.dataset_id == context.dataset.id,
-                SampleRecord.sample_id.in_(sample_ids),
+def act(
+    session: Session,
+    context: RunContext,
+    kind: reviews.ReviewKind,
+    sample_ids: Sequence[int],
+    author: str,
+    *,
+    label: int | None = None,
+    reason: str | None = None,
+) -> reviews.ReviewAction:
+    """Records one reviewer action on ``sample_ids`` (checked) for the run's dataset."""
+    ids = check_samples(context, sample_ids)
+    if kind == "relabel":
+        assert label is not None
+        check_label(context, label)
+    return reviews.record_action(
+        session, context.dataset.id, context.run.id, kind, ids, author, label=label, reason=reason
+    )
+
+
+def set_note(session: Session, context: RunContext, sample_id: int, note: str | None) -> None:
+    """A note is free text on the sample, not a decision: it is not part of the log."""
+    sample = session.get(SampleRecord, (context.dataset.id, sample_id))
+    if sample is not None:
+        sample.note = note
+
+
+def undo_latest_relabel(
+    session: Session, context: RunContext, sample_id: int, author: str
+) -> reviews.ReviewAction:
+    """Undoes the latest relabel of one sample that still stands (the whole action)."""
+    for action in reversed(reviews.sample_reviews(session, context.dataset.id, sample_id)):
+        if action.kind == "relabel" and action.undone_by is None:
+            return reviews.undo_action(
+                session, context.dataset.id, action.id, author, context.run.id
             )
-            .with_for_update()
-        ).scalars()
-    )
-
-
-def set_labels(
-    session: Session,
-    context: RunContext,
-    sample_ids: list[int],
-    label: int,
-    note: str | None,
-    author: str,
-) -> list[int]:
-    """Relabels samples; returns the ids whose label changed."""
-    check_label(context, label)
-    changed = []
-    rows = []
-    for sample in _samples(session, context, sample_ids):
-        if note is not None:
-            sample.note = note
-        if sample.current_label == label:
-            continue
-        rows.append(
-            {
-                "dataset_id": context.dataset.id,
-                "sample_id": sample.sample_id,
-                "old_label": sample.current_label,
-                "new_label": label,
-                "reason": note,
-                "author": author,
-                "created_at": now(),
-            }
-        )
-        sample.current_label = label
-        changed.append(sample.sample_id)
-    if rows:
-        session.execute(insert(LabelChangeRecord), rows)
-    return changed
-
-
-def undo_label(session: Session, context: RunContext, sample_id: int, author: str) -> int | None:
-    """Goes back to the label before the latest change; the undo is itself a change."""
-    last = session.execute(
-        select(LabelChangeRecord)
-        .where(
-            LabelChangeRecord.dataset_id == context.dataset.id,
-            LabelChangeRecord.sample_id == sample_id,
-        )
-        .order_by(LabelChangeRecord.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    if last is None:
-        raise HTTPException(
-            status_code=409, detail=f"Sample {sample_id} has no label change to undo"
-        )
-    (sample,) = _samples(session, context, [sample_id])
-    session.execute(
-        insert(LabelChangeRecord).values(
-            dataset_id=context.dataset.id,
-            sample_id=sample_id,
-            old_label=sample.current_label,
-            new_label=last.old_label,
-            reason=f"undo of change {last.id}",
-            author=author,
-            created_at=now(),
-        )
-    )
-    sample.current_label = last.old_label
-    return sample.current_label
-
-
-def set_flags(
-    session: Session,
-    context: RunContext,
-    sample_ids: list[int],
-    flagged: bool,
-    reason: str | None,
-    author: str,
-) -> list[int]:
-    changed = []
-    rows = []
-    for sample in _samples(session, context, sample_ids):
-        if sample.flagged == flagged and sample.flag_reason == reason:
-            continue
-        sample.flagged = flagged
-        sample.flag_reason = reason if flagged else None
-        rows.append(
-            {
-                "dataset_id": context.dataset.id,
-                "sample_id": sample.sample_id,
-                "flagged": flagged,
-                "reason": reason,
-                "author": author,
-                "created_at": now(),
-            }
-        )
-        changed.append(sample.sample_id)
-    if rows:
-        session.execute(insert(FlagRecord), rows)
-    return changed
+    raise HTTPException(status_code=409, detail=f"Sample {sample_id} has no label change to undo")
 
 
 def decide(session: Session, context: RunContext, sample_id: int, action: str, author: str) -> None:
     """Queues an evict or reinstate for the running job of this run (applied between epochs)."""
-    session.execute(
-        insert(DecisionRecord).values(
+    session.add(
+        DecisionRecord(
             dataset_id=context.dataset.id,
             run_id=context.run.id,
             sample_id=sample_id,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +11,11 @@ from fastapi import HTTPException
 from sqlalchemy import ColumnElement, and_, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
+from datasetq.store import reviews
 from datasetq.store.models import (
     DatasetRecord,
-    FlagRecord,
     LabelChangeRecord,
+    ReviewActionRecord,
     RunEpochRecord,
     RunRecord,
     SampleRecord,
@@ -65,6 +65,11 @@ def get_run(session: Session, run_id: int) -> RunContext:
     if row is None:
         raise HTTPException(status_code=404, detail=f"Run {run_id} not found")
     return RunContext(run=row[0], dataset=row[1])
+
+
+def sample_label(session: Session, context: RunContext, sample_id: int) -> int | None:
+    sample = session.get(SampleRecord, (context.dataset.id, sample_id))
+    return None if sample is None else sample.current_label
 
 
 def check_sample(context: RunContext, sample_id: int) -> None:
@@ -319,7 +324,7 @@ def count_samples(session: Session, context: RunContext, sort: str, filters: Fil
     """Rows matching the filters; cached until the run records another epoch or a label moves."""
     version = (
         session.execute(select(func.coalesce(func.max(LabelChangeRecord.id), 0))).scalar_one(),
-        session.execute(select(func.coalesce(func.max(FlagRecord.id), 0))).scalar_one(),
+        session.execute(select(func.coalesce(func.max(ReviewActionRecord.id), 0))).scalar_one(),
     )
     cache_key = (
         context.run.id,
@@ -384,11 +389,7 @@ def sample_detail(
         )
         .order_by(LabelChangeRecord.id)
     ).scalars()
-    flags = session.execute(
-        select(FlagRecord)
-        .where(FlagRecord.dataset_id == context.dataset.id, FlagRecord.sample_id == sample_id)
-        .order_by(FlagRecord.id)
-    ).scalars()
+    review_log = reviews.sample_reviews(session, context.dataset.id, sample_id)
     sort_value = None
     if state is not None:
         sort_value = getattr(state, SORT_COLUMNS[sort].key)
@@ -430,64 +431,19 @@ def sample_detail(
         ],
         flag_history=[
             schemas.FlagEvent(
-                id=r.id,
-                flagged=r.flagged,
-                reason=r.reason,
-                author=r.author,
-                created_at=r.created_at,
+                id=a.id,
+                flagged=a.kind == "flag",
+                reason=a.reason,
+                author=a.author,
+                created_at=a.created_at,
             )
-            for r in flags
+            for a in review_log
+            if a.kind in ("flag", "unflag") and a.undone_by is None
+        ],
+        verdict=sample.verdict,
+        review_history=[
+            schemas.ReviewActionOut.model_validate(a, from_attributes=True) for a in review_log
         ],
         previous_id=previous,
         next_id=following,
     )
-
-
-def export_rows(
-    session: Session, context: RunContext, chunk: int = 10_000
-) -> Iterator[dict[str, Any]]:
-    """The cleaned manifest, one sample at a time, read in chunks of ``chunk`` rows."""
-    names = context.dataset.class_names
-    after = -1
-    while True:
-        rows = session.execute(
-            select(
-                SampleRecord.sample_id,
-                SampleRecord.source,
-                SampleRecord.original_label,
-                SampleRecord.current_label,
-                SampleRecord.flagged,
-                SampleRecord.flag_reason,
-                SampleStateRecord.evicted_epoch,
-            )
-            .outerjoin(
-                SampleStateRecord,
-                and_(
-                    SampleStateRecord.run_id == context.run.id,
-                    SampleStateRecord.sample_id == SampleRecord.sample_id,
-                ),
-            )
-            .where(SampleRecord.dataset_id == context.dataset.id, SampleRecord.sample_id > after)
-            .order_by(SampleRecord.sample_id)
-            .limit(chunk)
-        ).all()
-        if not rows:
-            return
-        for sample_id, source, original, label, flagged, reason, evicted in rows:
-            why = []
-            if evicted is not None:
-                why.append(f"evicted in epoch {evicted}")
-            if flagged:
-                why.append(f"flagged: {reason}" if reason else "flagged")
-            yield {
-                "sample_id": sample_id,
-                "source": source,
-                "original_label": original,
-                "label": label,
-                "label_name": names[label]
-                if label is not None and 0 <= label < len(names)
-                else None,
-                "keep": not why,
-                "dropped_because": "; ".join(why) or None,
-            }
-        after = rows[-1][0]

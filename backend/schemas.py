@@ -126,6 +126,10 @@ class SampleDetail(SampleRow):
     visit_losses: list[VisitLoss]
     label_history: list[LabelEvent]
     flag_history: list[FlagEvent]
+    verdict: str | None = Field(description='a reviewer\'s "keep" or "drop"; null: not decided')
+    review_history: list[ReviewActionOut] = Field(
+        description="every review action on this sample, oldest first, undone ones included"
+    )
     previous_id: int | None
     next_id: int | None
 
@@ -155,3 +159,58 @@ class Decision(Strict):
 class ChangeResult(BaseModel):
     changed: int
     sample_ids: list[int]
+    action_id: int | None = Field(default=None, description="the review action, to undo it")
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class ReviewRequest(Strict):
+    kind: Literal["relabel", "keep", "drop", "flag", "unflag"] = Field(
+        description="relabel (needs label), keep (correct as labelled, or reinstated), drop "
+        "(leave out of the export), flag (needs a look), unflag"
+    )
+    sample_ids: list[int] = Field(min_length=1, max_length=10_000)
+    label: int | None = Field(default=None, ge=0)
+    reason: str | None = Field(default=None, max_length=2000)
+    reviewer: str | None = Field(
+        default=None, min_length=1, max_length=200, description="who decides (default: the writer)"
+    )
+
+
+class UndoRequest(Strict):
+    reviewer: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ReviewActionOut(BaseModel):
+    id: int
+    kind: str
+    label: int | None
+    reason: str | None
+    author: str
+    created_at: datetime
+    samples: int
+    run_id: int | None
+    undoes: int | None = Field(description="for an undo: the action it undid")
+    undone_by: int | None = Field(description="the undo that took this action back, if any")
+    sample_ids: list[int]
+    changed: list[int] = Field(description="the samples whose decided state it changed")
+
+
+class UndoResult(BaseModel):
+    undo: ReviewActionOut | None = Field(description="null: nothing was left to undo")
+    message: str
+
+
+class ExportCountsOut(BaseModel):
+    policy: str
+    total: int
+    kept: int
+    dropped: int
+    dropped_by_reviewer: int
+    dropped_evicted_unreviewed: int
+    kept_by_reviewer: int
+    kept_evicted_unreviewed: int
+    relabeled: int
+    flagged: int

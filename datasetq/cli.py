@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .sampler import HeapqSampler
+from .sampler import HeapqSampler, Policy
 from .training import EpochStats, TrainConfig, train_mnist
 
 if TYPE_CHECKING:
@@ -22,7 +22,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="train a small CNN on the embedded MNIST data")
     demo.add_argument("--epochs", type=int, default=6)
     demo.add_argument("--noise", type=float, default=0.1, help="fraction of labels flipped")
-    demo.add_argument("--max-visits", type=int, default=8)
+    demo.add_argument(
+        "--policy",
+        choices=["balanced", "greedy"],
+        default="balanced",
+        help="the sampler's policy (greedy: the original largest loss first)",
+    )
+    demo.add_argument(
+        "--max-visits", type=int, default=None, help="evict a sample drawn this often in an epoch"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--db", default="sqlite:///datasetq.db", help="where the run is recorded")
     demo.add_argument("--host", default="127.0.0.1")
@@ -52,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.seed,
                 args.db,
                 serve=None if args.no_serve else (args.host, args.port),
+                policy=args.policy,
             )
         except StoreError as error:
             print(f"datasetq demo: {error}", file=sys.stderr)
@@ -109,10 +118,11 @@ def run_db_upgrade(url: str) -> int:
 def run_demo(
     epochs: int,
     noise: float,
-    max_visits: int,
+    max_visits: int | None,
     seed: int,
     url: str,
     serve: tuple[str, int] | None = None,
+    policy: Policy = "balanced",
 ) -> int:
     """Flips a seeded fraction of labels, trains with priority sampling while recording, and
     (with ``serve``) shows the dashboard during and after training, until Ctrl-C."""
@@ -125,13 +135,14 @@ def run_demo(
         epochs=epochs,
         noise=noise,
         seed=seed,
-        sampler_options={"max_visits": max_visits},
+        sampler_options={"max_visits": max_visits, "policy": policy},
     )
     splits = make_splits(config)
     train_set, _, flipped = splits
     print(
         f"datasetq demo: small CNN on {config.train_size} embedded MNIST digits, "
-        f"{noise:.0%} labels flipped, priority sampling with max_visits={max_visits}"
+        f"{noise:.0%} labels flipped, {policy} priority sampling"
+        + (f" with max_visits={max_visits}" if max_visits is not None else "")
     )
     run_name = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     run_config = {
@@ -139,6 +150,7 @@ def run_demo(
         "epochs": epochs,
         "noise": noise,
         "max_visits": max_visits,
+        "policy": policy,
         "seed": seed,
         "flipped": flipped.tolist(),  # ground truth: which training labels were flipped
     }
@@ -173,7 +185,12 @@ def run_demo(
             on_epoch=report,
             on_step=_progress,
             sampler_factory=lambda dataset: HeapqSampler(
-                dataset, shuffle=True, seed=seed, max_visits=max_visits, recorder=recorder
+                dataset,
+                shuffle=True,
+                seed=seed,
+                max_visits=max_visits,
+                policy=policy,
+                recorder=recorder,
             ),
             wrap_dataset=recorder.wrap,  # relabels made in the dashboard reach training
             splits=splits,

@@ -1,39 +1,27 @@
-"""The cleaned dataset manifest, streamed as CSV or JSON lines."""
+"""The cleaned dataset manifest, streamed as CSV or JSON lines, and what it will hold."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from .. import queries
-from ..deps import RunId
+from datasetq.manifest import manifest_lines
+from datasetq.store.export import manifest_counts, manifest_header, manifest_rows
+
+from .. import queries, schemas
+from ..deps import RunId, SessionDep
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["export"])
 
-COLUMNS = [
-    "sample_id",
-    "source",
-    "original_label",
-    "label",
-    "label_name",
-    "keep",
-    "dropped_because",
-]
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def escape_cell(value: Any) -> Any:
-    """Keeps spreadsheets from running a cell as a formula (OWASP CSV injection)."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+EvictedQuery = Query(
+    default="drop",
+    description="samples the sampler evicted and nobody reviewed: drop (leave out, the "
+    "default), keep, or mark (keep, with needs_review set). A reviewer's decision always wins.",
+)
 
 
 @router.get(
@@ -42,51 +30,42 @@ def escape_cell(value: Any) -> Any:
     responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
 )
 def export(
-    run_id: RunId, request: Request, format: Literal["csv", "jsonl"] = "csv"
+    run_id: RunId,
+    request: Request,
+    format: Literal["csv", "jsonl"] = "csv",
+    evicted: Literal["drop", "keep", "mark"] = EvictedQuery,
 ) -> StreamingResponse:
-    """Every sample with its source, final label and, for dropped ones, why."""
+    """Every sample with its source, final label, whether to keep it and why."""
     session = Session(request.app.state.engine)
     try:
         context = queries.get_run(session, run_id)
+        header = manifest_header(session, context.dataset, context.run, evicted)
     except Exception:
         session.close()
         raise
-    rows = queries.export_rows(session, context)
-    body = _csv(rows, session) if format == "csv" else _jsonl(rows, session)
-    media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
+    rows = manifest_rows(session, context.dataset, context.run, evicted)
     filename = f"run-{run_id}-manifest.{format}"
     return StreamingResponse(
-        body,
-        media_type=media,
+        _closing(manifest_lines(header, rows, format), session),
+        media_type="text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
-def _csv(rows: Iterator[dict[str, Any]], session: Session) -> Iterator[str]:
-    try:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(COLUMNS)
-        for count, row in enumerate(rows, 1):
-            writer.writerow([escape_cell(row[c]) for c in COLUMNS])
-            if count % 5000 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-    finally:
-        session.close()
+@router.get("/export/counts", response_model=schemas.ExportCountsOut)
+def export_counts(
+    run_id: RunId,
+    session: SessionDep,
+    evicted: Literal["drop", "keep", "mark"] = EvictedQuery,
+) -> schemas.ExportCountsOut:
+    """What the export with this policy keeps and drops, and why: the file matches exactly."""
+    context = queries.get_run(session, run_id)
+    counts = manifest_counts(session, context.dataset, context.run, evicted)
+    return schemas.ExportCountsOut.model_validate(counts, from_attributes=True)
 
 
-def _jsonl(rows: Iterator[dict[str, Any]], session: Session) -> Iterator[str]:
+def _closing(lines: Iterator[str], session: Session) -> Iterator[str]:
     try:
-        chunk = []
-        for row in rows:
-            chunk.append(json.dumps(row))
-            if len(chunk) == 5000:
-                yield "\n".join(chunk) + "\n"
-                chunk = []
-        if chunk:
-            yield "\n".join(chunk) + "\n"
+        yield from lines
     finally:
         session.close()

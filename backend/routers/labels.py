@@ -1,6 +1,7 @@
 """Changes to samples: relabel, undo, flag (one or many), and evict/reinstate decisions.
 
-Labels and flags belong to the dataset's samples, shared by every run over that dataset.
+Every change is an action of the review log (see ``/reviews``); labels, verdicts and flags
+belong to the dataset's samples, shared by every run over that dataset.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ def relabel_many(
     run_id: RunId, body: schemas.BulkLabelChange, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.ChangeResult:
     context = queries.get_run(session, run_id)
-    ids = changes.check_samples(context, body.sample_ids)
-    changed = changes.set_labels(session, context, ids, body.label, body.note, author)
+    action = changes.act(
+        session, context, "relabel", body.sample_ids, author, label=body.label, reason=body.note
+    )
     session.commit()
-    return schemas.ChangeResult(changed=len(changed), sample_ids=changed)
+    return schemas.ChangeResult(
+        changed=len(action.changed), sample_ids=action.changed, action_id=action.id
+    )
 
 
 @router.post("/flags", response_model=schemas.ChangeResult)
@@ -29,10 +33,18 @@ def flag_many(
     run_id: RunId, body: schemas.BulkFlagChange, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.ChangeResult:
     context = queries.get_run(session, run_id)
-    ids = changes.check_samples(context, body.sample_ids)
-    changed = changes.set_flags(session, context, ids, body.flagged, body.reason, author)
+    action = changes.act(
+        session,
+        context,
+        "flag" if body.flagged else "unflag",
+        body.sample_ids,
+        author,
+        reason=body.reason,
+    )
     session.commit()
-    return schemas.ChangeResult(changed=len(changed), sample_ids=changed)
+    return schemas.ChangeResult(
+        changed=len(action.changed), sample_ids=action.changed, action_id=action.id
+    )
 
 
 @router.post("/{sample_id}/label", response_model=schemas.SampleDetail)
@@ -45,7 +57,15 @@ def relabel(
 ) -> schemas.SampleDetail:
     context = queries.get_run(session, run_id)
     queries.check_sample(context, sample_id)
-    changes.set_labels(session, context, [sample_id], body.label, body.note, author)
+    current = queries.sample_label(session, context, sample_id)
+    if body.note is not None:
+        changes.set_note(session, context, sample_id, body.note)
+    if current != body.label:  # saving a note with the current label is not a relabel
+        changes.act(
+            session, context, "relabel", [sample_id], author, label=body.label, reason=body.note
+        )
+    else:
+        changes.check_label(context, body.label)
     session.commit()
     return queries.sample_detail(session, context, sample_id, "loss")
 
@@ -54,9 +74,11 @@ def relabel(
 def undo_relabel(
     run_id: RunId, sample_id: SampleId, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.SampleDetail:
+    """Undoes the latest relabel of this sample that still stands (``/reviews/undo`` steps
+    back through a reviewer's actions instead)."""
     context = queries.get_run(session, run_id)
     queries.check_sample(context, sample_id)
-    changes.undo_label(session, context, sample_id, author)
+    changes.undo_latest_relabel(session, context, sample_id, author)
     session.commit()
     return queries.sample_detail(session, context, sample_id, "loss")
 
@@ -71,7 +93,14 @@ def flag(
 ) -> schemas.SampleDetail:
     context = queries.get_run(session, run_id)
     queries.check_sample(context, sample_id)
-    changes.set_flags(session, context, [sample_id], body.flagged, body.reason, author)
+    changes.act(
+        session,
+        context,
+        "flag" if body.flagged else "unflag",
+        [sample_id],
+        author,
+        reason=body.reason,
+    )
     session.commit()
     return queries.sample_detail(session, context, sample_id, "loss")
 
@@ -84,7 +113,8 @@ def decide(
     session: WriteSessionDep,
     author: AuthorDep,
 ) -> schemas.ChangeResult:
-    """Asks the running job to evict or reinstate the sample (applied at its next epoch)."""
+    """Asks the running job to evict or reinstate the sample (applied at its next epoch);
+    for the export, record a ``drop`` or ``keep`` in ``/reviews`` instead."""
     context = queries.get_run(session, run_id)
     queries.check_sample(context, sample_id)
     changes.decide(session, context, sample_id, body.action, author)

@@ -20,7 +20,7 @@ __all__ = ["create_at_head", "current_revision", "ensure_schema", "head_revision
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 # The revision the models describe; a test checks it is the migration scripts' head. Known
 # here, a Recorder checks a database without loading the scripts.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 # Alembic's own bookkeeping table, as it creates it (``alembic.runtime.migration``).
 _VERSION_TABLE = Table(
     "alembic_version",

@@ -90,6 +90,9 @@ class SampleRecord(Base):
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     flag_reason: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text)
+    # A reviewer's verdict for the export: "keep" (a relabel or an explicit keep) or "drop";
+    # NULL: nobody decided. Follows the review log (ReviewActionRecord), undos included.
+    verdict: Mapped[str | None] = mapped_column(String(8))
 
 
 class RunRecord(Base):
@@ -274,3 +277,40 @@ class DecisionRecord(Base):
     action: Mapped[str] = mapped_column(String(20))  # evict | reinstate
     author: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReviewActionRecord(Base):
+    """One reviewer action (on one sample or many): the append-only review log.
+
+    ``kind`` is relabel, keep, drop, flag, unflag or undo. An undo names the action it undoes
+    (``undoes``); the undone action gets ``undone_by``. Nothing is ever deleted.
+    """
+
+    __tablename__ = "review_actions"
+    __table_args__ = (Index("ix_review_actions_dataset_author", "dataset_id", "author", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))  # where it was made
+    kind: Mapped[str] = mapped_column(String(10))
+    label: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    samples: Mapped[int] = mapped_column(Integer)
+    undoes: Mapped[int | None] = mapped_column(BigInteger)
+    undone_by: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ReviewEntryRecord(Base):
+    """A sample an action applied to."""
+
+    __tablename__ = "review_entries"
+    __table_args__ = (
+        Index("ix_review_entries_dataset_sample", "dataset_id", "sample_id", "action_id"),
+        WITHOUT_ROWID,
+    )
+
+    action_id: Mapped[int] = mapped_column(ForeignKey("review_actions.id"), primary_key=True)
+    sample_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))

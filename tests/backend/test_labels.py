@@ -59,7 +59,11 @@ def test_flags_and_bulk_changes(writer):
     bulk = writer.post(
         f"{BASE}/flags", json={"sample_ids": [1, 2, 2, 8], "flagged": True, "reason": "blurry"}
     )
-    assert bulk.json() == {"changed": 2, "sample_ids": [1, 2]}
+    assert {k: v for k, v in bulk.json().items() if k != "action_id"} == {
+        "changed": 2,
+        "sample_ids": [1, 2],
+    }
+    assert isinstance(bulk.json()["action_id"], int)
     labels = writer.post(f"{BASE}/labels", json={"sample_ids": [11, 12], "label": 4})
     assert labels.status_code == 200
     page = writer.get("/api/v1/runs/1/samples?flagged=true&limit=50").json()
@@ -153,7 +157,7 @@ def test_every_write_route_needs_the_token_when_one_is_set(fresh_url):
         assert {(p, m) for p, r in routes for m in r.methods & WRITE} == documented
         assert len(documented) >= 6
         for template, route in routes:
-            path = template.format(run_id=1, sample_id=3)
+            path = template.format(run_id=1, sample_id=3, action_id=1)
             for method in route.methods & WRITE:
                 for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
                     response = client.request(method, path, json={}, headers=headers)
