@@ -441,6 +441,7 @@ def sample_detail(
             if a.kind in ("flag", "unflag") and a.undone_by is None
         ],
         verdict=sample.verdict,
+        dataset_name=context.dataset.name,
         review_history=[
             schemas.ReviewActionOut.model_validate(a, from_attributes=True) for a in review_log
         ],

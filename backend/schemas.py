@@ -113,6 +113,7 @@ class VisitLoss(BaseModel):
 
 
 class SampleDetail(SampleRow):
+    dataset_name: str = Field(description="the dataset its decisions belong to")
     evidence_score: float | None = Field(description="the score when the sampler evicted it")
     wrong_since: int | None = Field(
         description="epoch since which the label was wrong at every coverage visit, when the "

@@ -26,8 +26,12 @@ export const api = {
   relabel: (runId, sampleId, label, note) => request("POST", `/runs/${runId}/samples/${sampleId}/label`, note ? { label, note } : { label }),
   undo: (runId, sampleId) => request("POST", `/runs/${runId}/samples/${sampleId}/label/undo`, {}),
   flag: (runId, sampleId, flagged, reason) => request("POST", `/runs/${runId}/samples/${sampleId}/flag`, { flagged, reason: reason || null }),
+  // One decision (relabel, keep, drop, flag, unflag) on samples: an action of the review log.
+  review: (runId, kind, sampleIds, extra = {}) => request("POST", `/runs/${runId}/reviews`, { kind, sample_ids: sampleIds, ...extra }),
+  undoLatest: (runId) => request("POST", `/runs/${runId}/reviews/undo`, {}),
+  exportCounts: (runId, policy) => request("GET", `/runs/${runId}/export/counts?evicted=${policy}`),
   imageUrl: (runId, sampleId, size = 0) => `${BASE}/runs/${runId}/samples/${sampleId}/image${size ? `?size=${size}` : ""}`,
-  exportUrl: (runId, format) => `${BASE}/runs/${runId}/export?format=${format}`,
+  exportUrl: (runId, format, policy = "drop") => `${BASE}/runs/${runId}/export?format=${format}&evicted=${policy}`,
   eventsUrl: (runId) => `${BASE}/runs/${runId}/events`,
 };
 

@@ -57,7 +57,8 @@ async function route() {
     main.replaceChildren(el("p", { class: "notice" }, "No runs recorded yet. Start one with `datasetq demo` or a Recorder."));
     return;
   }
-  const runId = parts[0] === "runs" ? Number(parts[1]) : runs[0].id;
+  // A run that never recorded an epoch (a demo that could not start) is not the default view.
+  const runId = parts[0] === "runs" ? Number(parts[1]) : (runs.find((r) => r.epochs > 0) ?? runs[0]).id;
   runSelect.value = String(runId);
   summary = await api.run(runId);
   statusBox.replaceChildren(pill(summary.status), `${summary.epochs} epochs`);
@@ -90,7 +91,8 @@ async function route() {
       else if ((key === "ArrowLeft" || key === "k") && detail.previous_id !== null) location.hash = `#/runs/${runId}/samples/${detail.previous_id}?sort=${sort}`;
       else if (/^[0-9]$/.test(key) && Number(key) < detail.class_names.length) actions.relabel(Number(key));
       else if (key === "f") actions.flag(!detail.flagged, document.getElementById("flag-reason")?.value);
-      else if (key === "x") actions.flag(true, "drop");
+      else if (key === "x") actions.drop();
+      else if (key === "v") actions.keep();
       else if (key === "u") actions.undo();
     };
     listen(runId, null);

@@ -33,10 +33,7 @@ export function renderOverview(main, runId, summary) {
       card("precision of evictions", truth.evicted ? `${Math.round(100 * truth.flipped_among_evicted / truth.evicted)}%` : "–", "truth"),
     ));
   }
-  main.append(el("div", { class: "toolbar" },
-    el("a", { href: api.exportUrl(runId, "csv"), download: `run-${runId}-manifest.csv`, id: "export-csv" }, "Export cleaned manifest (CSV)"),
-    el("a", { href: api.exportUrl(runId, "jsonl"), download: `run-${runId}-manifest.jsonl`, id: "export-jsonl" }, "Export (JSON lines)"),
-  ));
+  main.append(exportPanel(runId, summary));
   const charts = el("div", { class: "charts" },
     el("div", { class: "chart", id: "loss-chart", role: "img", "aria-label": "Loss distribution per epoch" }),
     el("div", { class: "chart", id: "visits-chart", role: "img", "aria-label": "Histogram of visits per sample" }),
@@ -44,6 +41,31 @@ export function renderOverview(main, runId, summary) {
   );
   main.append(charts);
   drawCharts(summary);
+}
+
+// The export, with what it will hold under the chosen policy before anything downloads.
+function exportPanel(runId, summary) {
+  const policy = el("select", { id: "export-policy", "aria-label": "Evicted samples nobody reviewed" },
+    el("option", { value: "drop" }, "drop them (default)"),
+    el("option", { value: "keep" }, "keep them"),
+    el("option", { value: "mark" }, "keep them, marked for review"));
+  const counts = el("p", { id: "export-counts", role: "status", "aria-live": "polite" }, "…");
+  const csvLink = el("a", { id: "export-csv", download: `run-${runId}-manifest.csv` }, "Export cleaned manifest (CSV)");
+  const jsonLink = el("a", { id: "export-jsonl", download: `run-${runId}-manifest.jsonl` }, "Export (JSON lines)");
+  const update = async () => {
+    csvLink.href = api.exportUrl(runId, "csv", policy.value);
+    jsonLink.href = api.exportUrl(runId, "jsonl", policy.value);
+    const c = await api.exportCounts(runId, policy.value);
+    const evicted = c.dropped_evicted_unreviewed + c.kept_evicted_unreviewed;
+    counts.textContent = `keeps ${c.kept.toLocaleString()}; drops ${c.dropped.toLocaleString()}: ${c.dropped_by_reviewer.toLocaleString()} dropped by a reviewer, ${c.dropped_evicted_unreviewed.toLocaleString()} evicted and not reviewed · ${c.kept_by_reviewer.toLocaleString()} kept or relabelled by a reviewer · ${evicted.toLocaleString()} evicted in all without a review`;
+  };
+  policy.addEventListener("change", () => update().catch(() => { counts.textContent = "counts unavailable"; }));
+  update().catch(() => { counts.textContent = "counts unavailable"; });
+  return el("section", { class: "card", "aria-label": "Export" },
+    el("h2", {}, "Export"),
+    el("p", { class: "notice", id: "decision-scope" }, `Decisions belong to the dataset ${summary.dataset_name ?? ""}: every run over it shows and exports them. A reviewer's decision always wins over the sampler's evictions.`),
+    el("div", { class: "export" }, el("label", {}, "Evicted samples nobody reviewed: ", policy), csvLink, jsonLink),
+    counts);
 }
 
 export function drawCharts(summary) {

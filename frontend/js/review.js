@@ -16,7 +16,7 @@ export async function renderReview(main, runId, summary, query, setKeys, say) {
   const body = el("div", { id: "review-body" });
   main.replaceChildren(el("div", { class: "toolbar" },
     el("strong", {}, `Review: ${VIEWS[view].title}`), progress,
-    el("span", { class: "notice" }, "← / k previous · → / j next · 0–9 relabel · f flag · x drop · u undo · ? help")), body);
+    el("span", { class: "notice" }, "← / k previous · → / j next · 0–9 relabel · v keep · x drop · f flag · u undo · ? help")), body);
   if (!items.length) {
     body.append(el("p", { class: "notice" }, "Nothing to review in this view yet."));
     return;
@@ -52,7 +52,8 @@ export async function renderReview(main, runId, summary, query, setKeys, say) {
     if (key === "ArrowLeft" || key === "k") return move(-1);
     if (/^[0-9]$/.test(key) && Number(key) < summary.class_names.length) return actions.relabel(Number(key));
     if (key === "f") return actions.flag(!detail.flagged, document.getElementById("flag-reason")?.value);
-    if (key === "x") return actions.flag(true, "drop");
+    if (key === "x") return actions.drop();
+    if (key === "v") return actions.keep();
     if (key === "u") return actions.undo();
     return undefined;
   });

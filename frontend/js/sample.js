@@ -4,12 +4,19 @@ import { clear, el, fmt } from "./dom.js";
 export function historyList(detail) {
   const names = detail.class_names;
   const name = (label) => (label === null ? "none" : names[label] ?? String(label));
-  const events = [
-    ...detail.label_history.map((e) => ({ at: e.created_at, text: `label ${name(e.old_label)} → ${name(e.new_label)} by ${e.author}${e.reason ? ` (${e.reason})` : ""}` })),
-    ...detail.flag_history.map((e) => ({ at: e.created_at, text: `${e.flagged ? "flagged" : "unflagged"} by ${e.author}${e.reason ? `: ${e.reason}` : ""}` })),
-  ].sort((a, b) => (a.at < b.at ? -1 : 1));
-  return el("ul", { class: "history", id: "history", "aria-label": "Label and flag history" },
-    events.length ? events.map((e) => el("li", {}, `${new Date(e.at).toLocaleString()}: ${e.text}`)) : el("li", {}, "No changes yet."));
+  const what = (a) => {
+    if (a.kind === "relabel") return `relabelled as ${name(a.label)}`;
+    if (a.kind === "keep") return "kept";
+    if (a.kind === "drop") return "dropped";
+    if (a.kind === "flag") return "flagged";
+    if (a.kind === "unflag") return "unflagged";
+    return a.reason ?? "undo";
+  };
+  const events = detail.review_history.map((a) => el("li", { class: a.undone_by !== null ? "undone" : "" },
+    `${new Date(a.created_at).toLocaleString()}: ${what(a)} by ${a.author}${a.reason && a.kind !== "undo" ? ` (${a.reason})` : ""}${a.samples > 1 ? ` · ${a.samples} samples` : ""}`,
+    a.undone_by !== null ? el("span", { class: "badge" }, " undone") : null));
+  return el("ul", { class: "history", id: "history", "aria-label": "Review history" },
+    events.length ? events : el("li", {}, "No decisions yet."));
 }
 
 export function drawTrajectory(detail) {
@@ -58,7 +65,13 @@ export function renderSample(container, runId, detail, actions, heading) {
   note.value = detail.note ?? "";
   const controls = el("div", { class: "viewer" },
     el("h2", {}, "Label"), classes,
-    el("button", { type: "button", id: "undo", onclick: () => actions.undo() }, "Undo last relabel (u)"),
+    el("h2", {}, "Decision"),
+    el("p", { class: "notice", id: "decision-scope" }, `Decisions belong to the dataset ${detail.dataset_name ?? ""}: every run over it shows and exports them.`),
+    el("p", {},
+      el("button", { type: "button", id: "keep", "aria-pressed": detail.verdict === "keep" ? "true" : "false", onclick: () => actions.keep() }, "Keep (v)"), " ",
+      el("button", { type: "button", id: "drop", "aria-pressed": detail.verdict === "drop" ? "true" : "false", onclick: () => actions.drop() }, "Drop from export (x)"), " ",
+      el("button", { type: "button", id: "undo", onclick: () => actions.undo() }, "Undo my last action (u)"),
+      detail.verdict ? el("span", { class: `badge ${detail.verdict}`, id: "verdict" }, detail.verdict === "keep" ? "kept" : "dropped") : null),
     el("h2", {}, "Flag"),
     el("p", {}, el("button", { type: "button", id: "flag-toggle", onclick: () => actions.flag(!detail.flagged, reason.value) }, detail.flagged ? "Unflag (f)" : "Flag (f)"), " ", reason,
       detail.flagged ? el("span", { class: "badge flagged" }, `flagged${detail.flag_reason ? `: ${detail.flag_reason}` : ""}`) : null),
@@ -80,9 +93,11 @@ export async function sampleActions(runId, sampleId, refresh, say) {
   };
   const current = () => api.sample(runId, sampleId);
   return {
-    relabel: wrap(async (label) => { await api.relabel(runId, sampleId, label); say(`Relabelled sample ${sampleId}`); }),
-    undo: wrap(async () => { await api.undo(runId, sampleId); say(`Undid the last relabel of sample ${sampleId}`); }),
-    flag: wrap(async (flagged, reason) => { await api.flag(runId, sampleId, flagged, reason); say(flagged ? `Flagged sample ${sampleId}` : `Unflagged sample ${sampleId}`); }),
+    relabel: wrap(async (label) => { await api.review(runId, "relabel", [sampleId], { label }); say(`Relabelled sample ${sampleId}`); }),
+    keep: wrap(async () => { await api.review(runId, "keep", [sampleId]); say(`Kept sample ${sampleId}`); }),
+    drop: wrap(async () => { await api.review(runId, "drop", [sampleId]); say(`Dropped sample ${sampleId} from the export`); }),
+    undo: wrap(async () => { const result = await api.undoLatest(runId); say(result.message); }),
+    flag: wrap(async (flagged, reason) => { await api.review(runId, flagged ? "flag" : "unflag", [sampleId], { reason: reason || null }); say(flagged ? `Flagged sample ${sampleId}` : `Unflagged sample ${sampleId}`); }),
     note: wrap(async (text) => { const d = await current(); await api.relabel(runId, sampleId, d.label, text); say("Note saved"); }),
   };
 }

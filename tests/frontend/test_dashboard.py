@@ -104,9 +104,8 @@ def test_relabel_with_the_keyboard_from_the_hardest_samples(server, page):
     target = (before + 5) % 10
     page.keyboard.press(str(target))
     page.wait_for_function(
-        "n => document.querySelector('#history').innerText.includes('→')", arg=target
+        "() => document.querySelector('#history').innerText.includes('relabelled as')"
     )
-    assert "→" in page.inner_text("#history")
     assert page.inner_text("#current-label").startswith(str(target))
     stored = query(url, "SELECT current_label FROM samples WHERE sample_id = :i", i=sample_id)[0][0]
     assert stored == target
@@ -120,40 +119,120 @@ def test_relabel_with_the_keyboard_from_the_hardest_samples(server, page):
     page.screenshot(path=ARTIFACTS / "sample.png", full_page=True)
     # u undoes it.
     page.keyboard.press("u")
-    page.wait_for_function("() => document.querySelectorAll('#history li').length >= 2")
+    page.wait_for_function("() => document.querySelectorAll('#history li.undone').length >= 1")
     assert (
         query(url, "SELECT current_label FROM samples WHERE sample_id = :i", i=sample_id)[0][0]
         == before
     )
 
 
-def test_review_mode_flag_then_export(server, page):
-    base, url = server
-    page.goto(f"{base}/#/runs/1/review?view=score")
-    page.wait_for_selector("#current-label")
-    assert page.inner_text("#review-progress").startswith("1 of ")
-    page.keyboard.press("j")
-    page.wait_for_function(
-        "() => document.querySelector('#review-progress').innerText.startsWith('2 of')"
+def manifest_rows(text: str) -> dict[int, dict[str, str]]:
+    first, rest = text.split("\n", 1)
+    assert first.startswith("# datasetq-manifest ")
+    return {int(r["sample_id"]): r for r in csv.DictReader(io.StringIO(rest))}
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    url = f"sqlite:///{tmp_path / 'loop.db'}"
+    seed(url)
+    instance = BackgroundServer(Settings(db=url, events_poll_seconds=0.2), log_level="error")
+    assert instance.start(), "the dashboard server did not start"
+    yield instance.base_url, url
+    instance.stop()
+
+
+def decide_on(page, base, sample_id, keys, expect):
+    page.goto(f"{base}/#/runs/1/samples/{sample_id}")
+    page.wait_for_function(  # a hash change keeps the previous sample on screen for a moment
+        "id => document.querySelector('h1')?.innerText === `Sample ${id}`", arg=sample_id
     )
-    heading = page.inner_text("h1")
-    sample_id = int(heading.split()[1])
-    page.keyboard.press("x")  # drop: flagged with reason "drop"
-    page.wait_for_function("() => document.querySelector('#history').innerText.includes('flagged')")
-    assert query(url, "SELECT flagged, flag_reason FROM samples WHERE sample_id = :i", i=sample_id)[
-        0
-    ] == (1, "drop")
-    page.keyboard.press("?")
-    assert page.locator("#help").is_visible()
-    page.keyboard.press("Escape")
+    for key in keys:
+        page.keyboard.press(key)
+    page.wait_for_function(
+        "text => document.querySelector('#history')?.innerText.includes(text)", arg=expect
+    )
+
+
+def test_the_export_holds_what_the_reviewer_decided(fresh_server, page):
+    """Relabel an evicted sample, keep another, drop a third, flag a fourth: the manifest
+    keeps the first two (the first with its new label), not the third, the fourth as it was,
+    and the counts the page shows before the download are the file's."""
+    base, url = fresh_server
+    relabeled, kept, dropped, flagged = FLIPPED[0], FLIPPED[1], 5, 6
+    original = int(query(url, "SELECT original_label FROM samples WHERE sample_id = 0")[0][0])
+    fixed = (original - 1) % 10  # the seed moved every flipped label up by one
+    decide_on(page, base, relabeled, [str(fixed)], "relabelled as")
+    decide_on(page, base, kept, ["v"], "kept")
+    decide_on(page, base, dropped, ["x"], "dropped")
+    decide_on(page, base, flagged, ["f"], "flagged")
+    assert query(url, "SELECT verdict FROM samples WHERE sample_id = :i", i=flagged) == [(None,)]
+
     page.goto(f"{base}/#/runs/1")
-    page.wait_for_selector("#export-csv")
+    page.wait_for_function(
+        "() => document.querySelector('#export-counts')?.innerText.startsWith('keeps')"
+    )
+    shown = page.inner_text("#export-counts")
     with page.expect_download() as download:
         page.click("#export-csv")
-    text = Path(download.value.path()).read_text()
-    rows = {int(r["sample_id"]): r for r in csv.DictReader(io.StringIO(text))}
-    assert rows[sample_id]["keep"] == "False"
-    assert "flagged: drop" in rows[sample_id]["dropped_because"]
+    rows = manifest_rows(Path(download.value.path()).read_text())
+    assert (rows[relabeled]["keep"], rows[relabeled]["label"]) == ("True", str(fixed))
+    assert rows[kept]["keep"] == "True"
+    assert rows[dropped]["keep"] == "False"
+    assert (rows[flagged]["keep"], rows[flagged]["label"]) == (
+        "True",
+        rows[flagged]["original_label"],
+    )
+    keeps = sum(r["keep"] == "True" for r in rows.values())
+    drops = len(rows) - keeps
+    assert shown.startswith(
+        f"keeps {keeps:,}; drops {drops:,}: 1 dropped by a reviewer, {drops - 1} evicted"
+    )
+
+    page.select_option("#export-policy", "keep")
+    page.wait_for_function(
+        "n => document.querySelector('#export-counts')?.innerText.startsWith(`keeps ${n}`)",
+        arg=f"{len(rows) - 1:,}",
+    )
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    rows = manifest_rows(Path(download.value.path()).read_text())
+    assert sum(r["keep"] == "False" for r in rows.values()) == 1
+    page.screenshot(path=str(ARTIFACTS / "export-panel.png"), full_page=True)
+
+
+def test_undo_steps_back_through_three_actions_then_says_nothing_is_left(fresh_server, page):
+    base, url = fresh_server
+    sample_id = 7
+    original = int(query(url, "SELECT current_label FROM samples WHERE sample_id = 7")[0][0])
+    decide_on(page, base, sample_id, [str((original + 2) % 10)], "relabelled as")
+    decide_on(page, base, sample_id, ["x"], "dropped")
+    decide_on(page, base, sample_id, ["f"], "flagged")
+    for undone in range(1, 4):
+        page.keyboard.press("u")
+        page.wait_for_function(
+            "n => document.querySelectorAll('#history li.undone').length === n", arg=undone
+        )
+    state = query(url, "SELECT current_label, verdict, flagged FROM samples WHERE sample_id = 7")
+    assert state == [(original, None, 0)]
+    log = query(url, "SELECT kind, undone_by IS NOT NULL FROM review_actions ORDER BY id")
+    assert log == [
+        ("relabel", 1),
+        ("drop", 1),
+        ("flag", 1),
+        ("undo", 0),
+        ("undo", 0),
+        ("undo", 0),
+    ]
+    assert [k for k, _ in log[3:]] == ["undo"] * 3
+    undoes = query(url, "SELECT undoes FROM review_actions WHERE kind = 'undo' ORDER BY id")
+    assert [u for (u,) in undoes] == [3, 2, 1]  # in reverse order
+    page.keyboard.press("u")
+    page.wait_for_function(
+        "() => document.querySelector('#run-status').innerText.includes('Nothing left to undo')"
+    )
+    assert "error" not in (page.locator("#run-status span").last.get_attribute("class") or "")
+    page.screenshot(path=str(ARTIFACTS / "undo-history.png"), full_page=True)
 
 
 def test_narrow_screen_and_accessible_controls(server, browser):
