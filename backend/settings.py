@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -27,13 +30,24 @@ class Settings(BaseSettings):
     # Extra values accepted in the Host header (loopback names are always accepted).
     allowed_hosts: list[str] = Field(default_factory=list)
     # Folders images may be read from (ImageFolder roots, torchvision roots). The embedded
-    # MNIST data always may.
-    data_roots: list[Path] = Field(default_factory=list)
+    # MNIST data always may. From the environment: paths separated by the OS path separator
+    # (":" on Linux), or a JSON list.
+    data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     # Whether datasets registered with a render function may be rendered (imports it).
     render_callables: bool = False
     max_body_bytes: int = 64 * 1024
     image_cache_items: int = 4096
     events_poll_seconds: float = 1.0
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
+        return value
 
     def hosts(self) -> list[str]:
         names = {*LOOPBACK_HOSTS, "testserver", self.host, *self.allowed_hosts}

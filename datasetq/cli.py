@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .sampler import HeapqSampler, Policy
@@ -18,6 +19,7 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="datasetq", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"datasetq {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="train a small CNN on the embedded MNIST data")
     demo.add_argument("--epochs", type=int, default=6)
@@ -46,9 +48,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--db", default=None, help="database URL (DATASETQ_DB)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a folder images may be read from (an ImageFolder's root); repeatable; adds to "
+        "DATASETQ_DATA_ROOTS",
+    )
+    runs = commands.add_parser("runs", help="list the runs of a database")
+    runs.add_argument("--db", required=True, help="database URL, e.g. sqlite:///datasetq.db")
+    export = commands.add_parser("export", help="write a run's cleaned manifest")
+    export.add_argument("--db", required=True, help="database URL, e.g. sqlite:///datasetq.db")
+    export.add_argument("--run", required=True, help="the run's name or id")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument(
+        "--evicted",
+        choices=["drop", "keep", "mark"],
+        default="drop",
+        help="samples the sampler evicted and nobody reviewed (default: drop)",
+    )
+    export.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return run_serve(args.db, args.host, args.port)
+        return run_serve(args.db, args.host, args.port, args.data_root)
+    if args.command == "runs":
+        from .commands import list_runs_command
+
+        return list_runs_command(args.db)
+    if args.command == "export":
+        from .commands import export_command
+
+        return export_command(args.db, args.run, args.format, args.evicted, args.output)
     if args.command == "demo":
         from .errors import StoreError
 
@@ -70,7 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
-def run_serve(url: str | None, host: str, port: int) -> int:
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("datasetq")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "unknown"
+
+
+def run_serve(url: str | None, host: str, port: int, data_roots: Sequence[str] = ()) -> int:
     """Serves the web app; a non-loopback host needs DATASETQ_TOKEN."""
     import os
 
@@ -85,6 +125,12 @@ def run_serve(url: str | None, host: str, port: int) -> int:
     if url is not None:
         overrides["db"] = url
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    missing = [root for root in data_roots if not os.path.isdir(root)]
+    if missing:
+        print(f"datasetq serve: --data-root {missing[0]} is not a folder", file=sys.stderr)
+        return 2
+    if data_roots:
+        settings.data_roots = [*settings.data_roots, *(Path(r).resolve() for r in data_roots)]
     if host not in LOOPBACK_HOSTS and not settings.token:
         print(
             f"datasetq serve: refusing to listen on {host} without a token: set DATASETQ_TOKEN "
@@ -131,6 +177,14 @@ def run_demo(
     from .recorder import Recorder
     from .training import make_splits
 
+    if serve is not None and not _port_free(*serve):
+        # Checked before the run exists: a demo that cannot serve leaves nothing behind.
+        print(
+            f"datasetq demo: {serve[0]}:{serve[1]} is in use; pick another with --port, or "
+            "--no-serve",
+            file=sys.stderr,
+        )
+        return 1
     config = TrainConfig(
         epochs=epochs,
         noise=noise,
@@ -211,6 +265,18 @@ def run_demo(
 
 
 _bar_shown = False
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _progress(step: int, total: int) -> None:

@@ -31,3 +31,18 @@ def test_demo_server_reports_a_port_in_use(tmp_path, capsys):
         port = taken.getsockname()[1]
         assert _start_server(url, "127.0.0.1", port) is None
     assert "could not serve" in capsys.readouterr().err
+
+
+def test_a_demo_on_a_busy_port_leaves_no_run_behind(tmp_path, capsys):
+    from datasetq.cli import main
+
+    url = f"sqlite:///{tmp_path / 'busy-demo.db'}"
+    upgrade(url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--epochs", "1", "--db", url, "--port", str(port)]) == 1
+    assert "is in use" in capsys.readouterr().err
+    assert main(["runs", "--db", url]) == 0
+    assert capsys.readouterr().out.startswith("no runs in")
