@@ -56,7 +56,9 @@ class IndexedDataset(Dataset[tuple[int, Any]]):
 
     def __getattr__(self, name: str) -> Any:
         # Reached only for attributes IndexedDataset lacks: expose the base's (targets, classes).
-        if name == "base":
+        # Never its protocol methods: a forwarded ``__getitems__`` (Subset has one) would let
+        # the DataLoader fetch batches from the base, without their indices.
+        if name == "base" or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.base, name)
 

@@ -81,3 +81,15 @@ def test_workers_read_the_sampler_from_the_main_process():
             seen += len(index)
     assert seen == 3 * 64
     assert int(sampler.visits.sum()) == seen
+
+
+def test_indices_survive_a_base_that_fetches_batches_itself():
+    """A Subset has ``__getitems__``; the DataLoader must still get ``(index, item)``."""
+    base = torch.utils.data.Subset(
+        [(torch.tensor([float(i)]), i % 3) for i in range(20)], range(5, 15)
+    )
+    loader = torch.utils.data.DataLoader(with_indices(base), batch_size=4)
+    index, (data, target) = next(iter(loader))
+    assert index.tolist() == [0, 1, 2, 3]
+    assert data.squeeze(1).tolist() == [5.0, 6.0, 7.0, 8.0]
+    assert target.tolist() == [2, 0, 1, 2]
