@@ -21,9 +21,9 @@ from torch.utils.data import Subset
 from torchvision import datasets, transforms
 
 from datasetq import ManifestDataset
-from datasetq.manifest import read_manifest
 from datasetq.cli import main
 from datasetq.datasets import EmbeddedMNIST
+from datasetq.manifest import read_manifest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
