@@ -96,8 +96,10 @@ def test_own_images_recorded_with_the_readme_show_in_serve_and_round_trip(tmp_pa
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "datasetq", "serve", "--db", url, "--data-root", str(images)]
-        + ["--port", str(port)],
+        [
+            *(sys.executable, "-m", "datasetq", "serve", "--db", url),
+            *("--data-root", str(images), "--port", str(port)),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
