@@ -158,7 +158,7 @@ def test_a_subset_run_round_trips_onto_the_subset_and_onto_its_dataset(tmp_path)
     on_subset = ManifestDataset(subset, manifest)
     on_digits = ManifestDataset(digits, manifest)
     assert len(on_subset) == len(on_digits) == 300
-    for position in (0, 123, 299):
+    for position in range(300):
         image, label = on_subset[position]
         assert torch.equal(image, subset[position][0])
         assert torch.equal(on_digits[position][0], digits[1000 + position][0])

@@ -46,3 +46,22 @@ def test_a_demo_on_a_busy_port_leaves_no_run_behind(tmp_path, capsys):
     assert "is in use" in capsys.readouterr().err
     assert main(["runs", "--db", url]) == 0
     assert capsys.readouterr().out.startswith("no runs in")
+
+
+def test_data_roots_from_the_environment_are_a_plain_path_list(monkeypatch, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    monkeypatch.setenv("DATASETQ_DATA_ROOTS", f"{one}:{two}")
+    assert Settings().data_roots == [one, two]
+    monkeypatch.setenv("DATASETQ_DATA_ROOTS", f'["{one}"]')
+    assert Settings().data_roots == [one]
+    monkeypatch.setenv("DATASETQ_DATA_ROOTS", "")
+    assert Settings().data_roots == []
+
+
+def test_serve_refuses_a_data_root_that_is_not_a_folder(tmp_path, capsys):
+    from datasetq.cli import main
+
+    url = f"sqlite:///{tmp_path / 'roots.db'}"
+    upgrade(url)
+    assert main(["serve", "--db", url, "--data-root", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
