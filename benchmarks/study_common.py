@@ -40,8 +40,8 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "greedy max_visits=10": {"policy": "greedy", "max_visits": 10},
     "balanced": {},
     "balanced losses only": {"losses_only": True},
-    "balanced evidence=2": {"evidence": 2},
-    "balanced max_extra=3": {"max_extra": 3},
+    "balanced reject_scale=0": {"reject_scale": 0.0},
+    "balanced reject_scale=0.5": {"reject_scale": 0.5},
 }
 MODELS = {"small": SmallCNN, "examples": ExamplesNet}
 NOISE_KINDS = {"sym": "symmetric", "pair": "pair"}
@@ -55,10 +55,18 @@ CODE_FILES = [
 ]
 
 
-def code_revision() -> str:
+# What a random-order training run (cleanlab's cross-validation) depends on: not the sampler.
+TRAINING_FILES = [
+    _ROOT / "datasetq" / "training.py",
+    _ROOT / "datasetq" / "models.py",
+    _ROOT / "datasetq" / "dataloader.py",
+]
+
+
+def code_revision(files: list[Path] | None = None) -> str:
     """A hash of the code a training run depends on: cached runs are keyed by it."""
     digest = hashlib.sha256()
-    for path in CODE_FILES:
+    for path in CODE_FILES if files is None else files:
         digest.update(path.relative_to(_ROOT).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

@@ -29,6 +29,7 @@ from sklearn.model_selection import StratifiedKFold
 from study_common import (
     MODELS,
     RESULTS,
+    TRAINING_FILES,
     ResultCache,
     RunKey,
     add_study_arguments,
@@ -135,7 +136,7 @@ def cross_validated(
 
     name = (
         f"noise={noise}|kind={noise_kind}|seed={seed}|epochs={epochs}|model={model}"
-        f"|code={code_revision()}"
+        f"|code={code_revision(TRAINING_FILES)}"
     )
     return cache.get(name, compute)
 

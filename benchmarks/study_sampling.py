@@ -31,7 +31,8 @@ from study_common import (
 from study_detection import cross_validated
 
 CELLS = [("sym", 0.0), ("sym", 0.2), ("sym", 0.4), ("pair", 0.2), ("pair", 0.4)]
-SMALL_CONFIGS = ["random", "balanced"]  # on the 2,000-sample training set
+# On the 2,000-sample training set: the eviction check, with the frontier of reject_scale.
+SMALL_CONFIGS = ["random", "balanced", "balanced reject_scale=0", "balanced reject_scale=0.5"]
 SCORE = "suspicion"  # the dashboard's default ranking: mean loss over coverage visits
 
 
@@ -92,7 +93,7 @@ def report(
         for config, f in by_config.items():
             auroc = f"{np.mean(f['auroc']):.4f}" if "auroc" in f else "-"
             ref = f"{np.mean(random_auroc):.4f}" if random_auroc else "-"
-            pr = f"{f['precision']:.3f} / {f['recall']:.3f}" if f["evicted"] else "-"
+            pr = f"{f['precision']:.3f} / {f['recall']:.3f}" if "precision" in f else "-"
             print(
                 f"| {kind} {noise:.0%} | {config} | {f['final']:.4f} ± {f['final_sd']:.4f} |"
                 f" {f['best']:.4f} | {fmt_reach(f['reach'])} | {auroc} | {ref} |"
@@ -120,9 +121,10 @@ def report(
     print("|---|---|---|---|---|")
     for (kind, noise), by_config in small.items():
         for config, f in by_config.items():
-            pr = f"{f['precision']:.3f} / {f['recall']:.3f}" if f["evicted"] else "-"
+            pr = f"{f['precision']:.3f} / {f['recall']:.3f}" if "precision" in f else "-"
             print(
-                f"| {kind} {noise:.0%} | {config} | {f['final']:.4f} | {f['evicted']:.0f} ({f['evicted'] / 20:.2f}%) | {pr} |"
+                f"| {kind} {noise:.0%} | {config} | {f['final']:.4f} |"
+                f" {f['evicted']:.0f} ({f['evicted'] / 20:.2f}%) | {pr} |"
             )
 
 

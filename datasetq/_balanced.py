@@ -21,6 +21,15 @@ F32 = npt.NDArray[np.float32]
 # Cross-entropy above ln 2 means the given label has probability below one half.
 WRONG_LOSS = math.log(2.0)
 _STREAK_MAX = np.iinfo(np.uint8).max
+_EPOCHS_MAX = np.iinfo(np.uint16).max
+_MARGIN_EDGES = np.geomspace(1e-3, 1e3, 480)
+_MARGIN_CENTRES = np.r_[_MARGIN_EDGES[0], np.sqrt(_MARGIN_EDGES[1:] * _MARGIN_EDGES[:-1]), 1e3]
+
+
+def _log_odds(loss: F32) -> npt.NDArray[np.float64]:
+    """``log(p / (1 - p))`` of the given label, from its cross-entropy ``-log(p)``."""
+    loss64 = np.maximum(loss.astype(np.float64), 1e-12)
+    return -loss64 - np.log(-np.expm1(-loss64))
 
 
 def plan_epoch(
@@ -83,33 +92,55 @@ def _capped_multinomial(
 class CoverageEvidence:
     """Per-sample statistics of coverage visits, and when they say "probably mislabeled".
 
-    A coverage visit is *wrong* when the model prefers another class: the reported margin (given
-    label's logit minus the largest other) is negative, or, for a loop that reports losses only,
-    the loss is above ln 2 (the given label has probability below one half). A sample is
-    suspicious after ``streak`` wrong coverage visits in a row.
+    Each coverage visit gives the label a margin: the reported ``margin`` (given label's logit
+    minus the largest other), or, for a loop that reports losses only, the log-odds of the
+    given label, ``log(p / (1 - p))`` with ``p = exp(-loss)``. Positive: the model accepts the
+    label. A visit *rejects* the label when its margin is below ``-scale`` times the median
+    margin of the labels the model accepted in the previous epoch: a threshold the data sets,
+    as strong a rejection as a typical acceptance, in the model's own units (a confident model
+    must reject confidently). A sample is suspicious after ``streak`` rejections in a row.
 
     Args:
         n: number of samples.
-        streak: wrong coverage visits in a row that make a sample a candidate for eviction;
-            ``None`` never proposes one (the statistics are still kept).
+        streak: rejections in a row that make a sample a candidate for eviction; ``None``
+            never proposes one (the statistics are still kept).
+        scale: the rejection threshold, relative to the typical accepted margin; 0 rejects
+            every label the model finds less likely than another.
     """
 
-    def __init__(self, n: int, streak: int | None) -> None:
+    def __init__(self, n: int, streak: int | None, scale: float = 0.0) -> None:
         self.streak = streak
+        self.scale = scale
+        # Accepted margins of this epoch as a log-spaced histogram (its median is the next
+        # epoch's reference): bounded memory, and a checkpoint carries it.
+        self.accepted = np.zeros(len(_MARGIN_EDGES) + 1, dtype=np.int64)
+        self.reference = 0.0
+        # 12 bytes per sample: ImageNet-sized datasets and larger keep this small.
         self.seen = np.zeros(n, dtype=bool)  # had its coverage visit in the current epoch
-        self.loss_sum = np.zeros(n, dtype=np.float64)
-        self.epochs = np.zeros(n, dtype=np.int32)  # coverage visits counted
+        self.loss_sum = np.zeros(n, dtype=np.float32)
+        self.epochs = np.zeros(n, dtype=np.uint16)  # coverage visits counted (saturates)
         self.wrong = np.zeros(n, dtype=np.uint8)  # wrong coverage visits in a row
         self.since = np.full(n, -1, dtype=np.int32)  # epoch of the first of them
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            a.nbytes for a in (self.seen, self.loss_sum, self.epochs, self.wrong, self.since)
+        )
 
     @property
     def score(self) -> npt.NDArray[np.float64]:
         """Mean loss over coverage visits (NaN: none yet); higher is more suspicious."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.epochs > 0, self.loss_sum / self.epochs, np.nan)
+            return np.where(self.epochs > 0, self.loss_sum.astype(np.float64) / self.epochs, np.nan)
 
     def new_epoch(self) -> None:
         self.seen[:] = False
+        total = int(self.accepted.sum())
+        if total:
+            position = int(np.searchsorted(np.cumsum(self.accepted), (total + 1) // 2))
+            self.reference = float(_MARGIN_CENTRES[position])
+        self.accepted[:] = 0
 
     def observe(self, ids: I64, loss: F32, margin: F32 | None, epoch: int, judged: bool) -> I64:
         """Takes one epoch's reports in arrival order; returns the ids that became suspicious.
@@ -125,14 +156,18 @@ class CoverageEvidence:
         self.seen[unique] = True
         coverage_loss = loss[first]
         self.loss_sum[unique] += coverage_loss
-        self.epochs[unique] += 1
+        self.epochs[unique] = np.minimum(self.epochs[unique], _EPOCHS_MAX - 1) + 1
+        given = _log_odds(coverage_loss)
+        if margin is not None:
+            reported = margin[first].astype(np.float64)
+            known = ~np.isnan(reported)
+            given[known] = reported[known]
+        self.accepted += np.bincount(
+            np.searchsorted(_MARGIN_EDGES, given[given > 0]), minlength=len(self.accepted)
+        )
         if not judged:
             return unique[:0]
-        wrong = coverage_loss > WRONG_LOSS
-        if margin is not None:
-            given = margin[first]
-            known = ~np.isnan(given)
-            wrong[known] = given[known] < 0
+        wrong = given < -self.scale * self.reference if self.scale else given < 0
         before = self.wrong[unique]
         self.wrong[unique] = np.where(wrong, np.minimum(before, _STREAK_MAX - 1) + 1, 0)
         started = wrong & (before == 0)
@@ -144,6 +179,8 @@ class CoverageEvidence:
 
     def state(self) -> dict[str, npt.NDArray[np.generic]]:
         return {
+            "accepted_margins": self.accepted,
+            "margin_reference": np.array([self.reference]),
             "coverage_seen": self.seen,
             "coverage_loss_sum": self.loss_sum,
             "coverage_epochs": self.epochs,
@@ -152,8 +189,10 @@ class CoverageEvidence:
         }
 
     def load(self, arrays: dict[str, npt.NDArray[np.generic]]) -> None:
+        self.accepted = arrays["accepted_margins"].astype(np.int64)
+        self.reference = float(arrays["margin_reference"][0])
         self.seen = arrays["coverage_seen"].astype(bool)
-        self.loss_sum = arrays["coverage_loss_sum"].astype(np.float64)
-        self.epochs = arrays["coverage_epochs"].astype(np.int32)
+        self.loss_sum = arrays["coverage_loss_sum"].astype(np.float32)
+        self.epochs = arrays["coverage_epochs"].astype(np.uint16)
         self.wrong = arrays["wrong_streak"].astype(np.uint8)
         self.since = arrays["wrong_since"].astype(np.int32)

@@ -75,10 +75,12 @@ class HeapqSampler(Sampler[int]):
       on extra visits (at most ``max_extra`` each) to hard samples, in proportion to their loss,
       leaving out those whose given label the model rejects (now, or at their last coverage
       visit): extra visits would teach it a label it finds wrong. A
-      sample's *coverage visit* is its first report of an epoch. A sample whose label is wrong
-      at ``evidence`` coverage visits in a row (margin below 0 when the loop reports a
-      ``"margin"``, else a loss above ln 2: the given label is less likely than not) is
-      evicted, with that evidence (:attr:`eviction_evidence`). Greedy sampling trains on the
+      sample's *coverage visit* is its first report of an epoch. A sample whose label the model
+      rejects at ``evidence`` coverage visits in a row is evicted, with that evidence
+      (:attr:`eviction_evidence`). A visit rejects the label when its margin (the reported
+      ``"margin"``, else the label's log-odds from the loss) is below ``-reject_scale`` times
+      the median margin of the labels the model accepted the epoch before: a threshold the
+      data sets, in the model's own units. Greedy sampling trains on the
       likely mislabeled samples first and collapses under label noise; this policy does not.
     - ``"greedy"`` (the original datasetq): each draw takes the sample with the highest
       priority: the largest latest loss with ``extrema="min"``, the smallest with
@@ -133,6 +135,9 @@ class HeapqSampler(Sampler[int]):
         prune (float): balanced policy: share of the easy samples left out of an epoch.
             Default: 0.5.
         max_extra (int): balanced policy: extra draws one sample may get per epoch. Default: 1.
+        reject_scale (float): how strongly a coverage visit must reject a label to count as
+            evidence, relative to the median margin of accepted labels; 0 counts every label
+            the model finds less likely than another. Default: 0.25.
 
     .. note::
         A ``DataLoader`` with ``num_workers > 0`` reads the sampler ahead by
@@ -186,6 +191,7 @@ class HeapqSampler(Sampler[int]):
         evidence: int | Literal["default"] | None = "default",
         prune: float = 0.5,
         max_extra: int = 1,
+        reject_scale: float = 0.25,
     ) -> None:
         n = len(data_source)
         if n <= 0:
@@ -222,6 +228,14 @@ class HeapqSampler(Sampler[int]):
         if not isinstance(prune, int | float) or not 0.0 <= prune < 1.0:
             raise ValueError(f"prune should be in [0, 1), but got prune={prune!r}")
         _check_positive("max_extra", max_extra)
+        if (
+            not isinstance(reject_scale, int | float)
+            or isinstance(reject_scale, bool)
+            or not 0.0 <= reject_scale <= 10.0
+        ):
+            raise ValueError(
+                f"reject_scale should be in [0, 10], but got reject_scale={reject_scale!r}"
+            )
         world, world_rank = _distributed.default_world()
         num_replicas = world if num_replicas is None else num_replicas
         rank = world_rank if rank is None else rank
@@ -252,10 +266,12 @@ class HeapqSampler(Sampler[int]):
         self.evidence: int | None = evidence  # type: ignore[assignment]
         self.prune = float(prune)
         self.max_extra = max_extra
+        self.reject_scale = float(reject_scale)
         self.num_replicas = num_replicas
         self.rank = rank
         self.listener = recorder
         self._n = n
+        self._plan_dtype = np.int32 if n < 2**31 else np.int64
         self.num_samples = n if num_samples is None else num_samples
         self._per_rank = math.ceil(self.num_samples / num_replicas)
         self._total = self._per_rank * num_replicas
@@ -270,8 +286,9 @@ class HeapqSampler(Sampler[int]):
         self._evicted_epochs: I64 = np.empty(0, dtype=np.int64)
         self._evicted_scores = np.empty(0, dtype=np.float64)
         self._evicted_since = np.empty(0, dtype=np.int64)
-        self._coverage = CoverageEvidence(n, self.evidence)
-        self._plan: I64 = np.empty(0, dtype=np.int64)  # the balanced epoch's draws
+        self._coverage = CoverageEvidence(n, self.evidence, self.reject_scale)
+        # The balanced epoch's draws (int32 below 2**31 samples: half the memory).
+        self._plan: npt.NDArray[np.signedinteger[Any]] = np.empty(0, dtype=self._plan_dtype)
         self._queue = PriorityRuns()
         self._queue_built = False
         # True once the queue may hold an entry whose key is out of date (then pops re-check
@@ -362,7 +379,8 @@ class HeapqSampler(Sampler[int]):
             self._state,
             *self._metrics.values(),
         ]
-        return sum(a.nbytes for a in arrays) + self._queue.nbytes + self._base.nbytes
+        extra = self._queue.nbytes + self._base.nbytes + self._coverage.nbytes + self._plan.nbytes
+        return sum(a.nbytes for a in arrays) + extra
 
     def get_history(self) -> dict[str, npt.NDArray[Any]]:
         """Per-sample ``id``, ``loss``, ``visits`` and ``evicted`` (the original API, as arrays)."""
@@ -589,7 +607,8 @@ class HeapqSampler(Sampler[int]):
         waiting = np.flatnonzero(self._state & _WAITING)
         self._state[waiting] &= ~_WAITING
         if self.policy == "balanced":
-            self._plan = self._plan_epoch(epoch) if epoch >= self.start_at else self._plan[:0]
+            planned = self._plan_epoch(epoch) if epoch >= self.start_at else self._plan[:0]
+            self._plan = planned.astype(self._plan_dtype, copy=False)
         elif epoch >= self.start_at:
             # Out-of-date entries are skipped when popped; rebuilding to drop them costs a full
             # sort, worth it once they outnumber the samples (steps= makes it stale each chunk).
@@ -617,7 +636,7 @@ class HeapqSampler(Sampler[int]):
     def _draw_planned(self, start: int, count: int) -> I64:
         """Draws ``start:start + count`` of the balanced epoch's plan; a sample evicted since it
         was planned is replaced by one from the base order."""
-        drawn = self._plan[start : start + count].copy()
+        drawn = self._plan[start : start + count].astype(np.int64)
         gone = (self._state[drawn] & _EVICTED) != 0
         if self.max_visits is not None:  # a plan may repeat a sample within one chunk
             gone |= self._epoch_visits[drawn] + _occurrence(drawn) >= self.max_visits
@@ -911,12 +930,12 @@ class HeapqSampler(Sampler[int]):
         if version == 1:  # saved before evidence was kept: none for these evictions
             self._evicted_scores = np.full(evicted, np.nan)
             self._evicted_since = np.full(evicted, -1, dtype=np.int64)
-            self._plan = np.empty(0, dtype=np.int64)
-            self._coverage = CoverageEvidence(self._n, self.evidence)
+            self._plan = np.empty(0, dtype=self._plan_dtype)
+            self._coverage = CoverageEvidence(self._n, self.evidence, self.reject_scale)
         else:
             self._evicted_scores = np.asarray(state_dict["evicted_scores"]).astype(np.float64)
             self._evicted_since = np.asarray(state_dict["evicted_since"]).astype(np.int64)
-            self._plan = np.asarray(state_dict["plan"]).astype(np.int64)
+            self._plan = np.asarray(state_dict["plan"]).astype(self._plan_dtype)
             self._coverage.load(
                 {name: np.asarray(state_dict[name]) for name in self._coverage.state()}
             )

@@ -234,3 +234,31 @@ def test_cuda_and_tensor_inputs_are_evidence_too():
         sampler.update(torch.from_numpy(drawn), {"loss": loss})
     assert sampler.evicted.tolist() == HARD.tolist()
     assert math.isclose(float(sampler.suspicion[0]), 3.0)
+
+
+def test_a_weak_rejection_is_no_evidence_when_the_model_accepts_labels_confidently():
+    """Margins of accepted labels around 10: a label rejected by 0.5 is a hard sample, not a
+    wrong label, at the default reject_scale; a label rejected by 5 is evidence."""
+    weak, strong = np.arange(10), np.arange(10, 20)
+
+    def margin_of(ids):
+        return np.where(np.isin(ids, weak), -0.5, np.where(np.isin(ids, strong), -5.0, 10.0))
+
+    def loss_of(ids):
+        return np.where(margin_of(ids) < 0, 2.0, 0.01).astype(np.float32)
+
+    for scale, expected in ((0.25, strong), (0.0, np.arange(20))):
+        sampler = HeapqSampler(range(N), seed=0, prune=0.0, reject_scale=scale)
+        for _ in range(4):
+            epoch_of(sampler, loss_of, lambda ids: margin_of(ids).astype(np.float32))
+        assert sampler.evicted.tolist() == expected.tolist(), scale
+
+
+def test_losses_only_judge_by_the_labels_log_odds():
+    """Without margins a loss of 3 (p = 0.05) against accepted losses of 0.01 is evidence."""
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0)
+    for _ in range(4):
+        epoch_of(sampler, noisy_loss)
+    assert sampler.evicted.tolist() == HARD.tolist()
+    with pytest.raises(ValueError, match="reject_scale"):
+        HeapqSampler(range(N), seed=0, reject_scale=-1)
