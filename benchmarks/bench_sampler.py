@@ -105,9 +105,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     for n in args.sizes:
-        measure(n, args.epochs)
+        measure(n, args.epochs)  # the balanced policy (the default)
         measure(n, args.epochs, ids_as_tensor=True)
-        measure(n, args.epochs, max_visits=10)
+        measure(n, args.epochs, policy="greedy")
+        measure(n, args.epochs, policy="greedy", max_visits=10)
         measure(n, args.epochs, steps=4)
     if args.memory:
         memory(args.memory)
