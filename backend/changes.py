@@ -8,13 +8,13 @@ the route.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
 from datasetq.store import reviews
-from datasetq.store.ingest import now
-from datasetq.store.models import DecisionRecord, SampleRecord
+from datasetq.store.models import SampleRecord
 
 from .queries import RunContext
 
@@ -80,15 +80,12 @@ def undo_latest_relabel(
     raise HTTPException(status_code=409, detail=f"Sample {sample_id} has no label change to undo")
 
 
-def decide(session: Session, context: RunContext, sample_id: int, action: str, author: str) -> None:
+def decide(
+    session: Session,
+    context: RunContext,
+    sample_id: int,
+    action: Literal["evict", "reinstate"],
+    author: str,
+) -> None:
     """Queues an evict or reinstate for the running job of this run (applied between epochs)."""
-    session.add(
-        DecisionRecord(
-            dataset_id=context.dataset.id,
-            run_id=context.run.id,
-            sample_id=sample_id,
-            action=action,
-            author=author,
-            created_at=now(),
-        )
-    )
+    reviews.queue_for_job(session, context.dataset.id, context.run.id, [sample_id], action, author)

@@ -215,7 +215,7 @@ def _positions(base: Any, header: dict[str, Any] | None, rows: list[dict[str, An
     if (
         same_size
         and (labels[ids] == original).all()
-        and (header is None or labels_fingerprint(labels.tolist()) == header["labels_sha256"])
+        and (header is None or labels_fingerprint(labels) == header["labels_sha256"])
     ):
         return ids
     sources = [r.get("source") for r in rows]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from .models import DatasetRecord, RunRecord, SampleRecord, SampleStateRecord
@@ -68,9 +68,25 @@ def _decide(verdict: str | None, evicted: int | None, policy: str) -> tuple[bool
     return True, "", False
 
 
+def _check_policy(policy: str) -> None:
+    if policy not in EVICTED_POLICIES:
+        raise ValueError(f"evicted should be one of {EVICTED_POLICIES}, but got {policy!r}")
+
+
+def _state_of(run: RunRecord) -> ColumnElement[bool]:
+    """Joins a sample to its state in ``run`` (none for a sample the run never reported)."""
+    return and_(
+        SampleStateRecord.run_id == run.id,
+        SampleStateRecord.sample_id == SampleRecord.sample_id,
+    )
+
+
 def labels_fingerprint(labels: Any) -> str:
     """SHA-256 of the labels in sample order (int64 little-endian; -1 for none)."""
-    array = np.asarray([-1 if v is None else v for v in labels], dtype="<i8")
+    if isinstance(labels, np.ndarray):
+        array = labels.astype("<i8")
+    else:  # from the store: NULL for a sample without a label
+        array = np.asarray([-1 if v is None else v for v in labels], dtype="<i8")
     return hashlib.sha256(array.tobytes()).hexdigest()
 
 
@@ -99,8 +115,7 @@ def manifest_rows(
     session: Session, dataset: DatasetRecord, run: RunRecord, policy: str, chunk: int = 10_000
 ) -> Iterator[dict[str, Any]]:
     """Every sample of the run's dataset in id order, read ``chunk`` rows at a time."""
-    if policy not in EVICTED_POLICIES:
-        raise ValueError(f"evicted should be one of {EVICTED_POLICIES}, but got {policy!r}")
+    _check_policy(policy)
     names = dataset.class_names
     after = -1
     while True:
@@ -114,13 +129,7 @@ def manifest_rows(
                 SampleRecord.flagged,
                 SampleStateRecord.evicted_epoch,
             )
-            .outerjoin(
-                SampleStateRecord,
-                and_(
-                    SampleStateRecord.run_id == run.id,
-                    SampleStateRecord.sample_id == SampleRecord.sample_id,
-                ),
-            )
+            .outerjoin(SampleStateRecord, _state_of(run))
             .where(SampleRecord.dataset_id == dataset.id, SampleRecord.sample_id > after)
             .order_by(SampleRecord.sample_id)
             .limit(chunk)
@@ -151,8 +160,7 @@ def manifest_counts(
     session: Session, dataset: DatasetRecord, run: RunRecord, policy: str
 ) -> ExportCounts:
     """The counts :func:`manifest_rows` gives for ``policy``, from one grouped query."""
-    if policy not in EVICTED_POLICIES:
-        raise ValueError(f"evicted should be one of {EVICTED_POLICIES}, but got {policy!r}")
+    _check_policy(policy)
     evicted = SampleStateRecord.evicted_epoch.is_not(None)
     groups = session.execute(
         select(
@@ -162,13 +170,7 @@ def manifest_counts(
             func.sum(case((SampleRecord.current_label != SampleRecord.original_label, 1), else_=0)),
             func.sum(case((SampleRecord.flagged, 1), else_=0)),
         )
-        .outerjoin(
-            SampleStateRecord,
-            and_(
-                SampleStateRecord.run_id == run.id,
-                SampleStateRecord.sample_id == SampleRecord.sample_id,
-            ),
-        )
+        .outerjoin(SampleStateRecord, _state_of(run))
         .where(SampleRecord.dataset_id == dataset.id)
         .group_by(SampleRecord.verdict, evicted)
     ).all()

@@ -368,20 +368,36 @@ def _tell_job(
     verdict: str,
 ) -> None:
     """A drop evicts the sample from a live job, a keep reinstates it (between its epochs)."""
-    if not samples or run_id is None:
+    if run_id is not None:
+        ids = [s.sample_id for s in samples]
+        queue_for_job(
+            session, dataset_id, run_id, ids, "evict" if verdict == "drop" else "reinstate", author
+        )
+
+
+def queue_for_job(
+    session: Session,
+    dataset_id: int,
+    run_id: int,
+    sample_ids: Sequence[int],
+    action: Literal["evict", "reinstate"],
+    author: str,
+) -> None:
+    """Asks the job recording ``run_id`` to evict or reinstate samples at its next epoch."""
+    if not sample_ids:
         return
-    action = "evict" if verdict == "drop" else "reinstate"
+    created_at = now()
     session.execute(
         insert(DecisionRecord),
         [
             {
                 "dataset_id": dataset_id,
                 "run_id": run_id,
-                "sample_id": s.sample_id,
+                "sample_id": sample_id,
                 "action": action,
                 "author": author,
-                "created_at": now(),
+                "created_at": created_at,
             }
-            for s in samples
+            for sample_id in sample_ids
         ],
     )

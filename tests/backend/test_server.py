@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -10,6 +12,15 @@ from backend.server import BackgroundServer
 from backend.settings import Settings
 from datasetq.cli import _start_server
 from datasetq.store.migrations import upgrade
+
+
+@contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port another socket listens on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
 
 
 def test_background_server_serves_and_stops(tmp_path):
@@ -25,10 +36,7 @@ def test_background_server_serves_and_stops(tmp_path):
 def test_demo_server_reports_a_port_in_use(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     upgrade(url)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         assert _start_server(url, "127.0.0.1", port) is None
     assert "could not serve" in capsys.readouterr().err
 
@@ -38,10 +46,7 @@ def test_a_demo_on_a_busy_port_leaves_no_run_behind(tmp_path, capsys):
 
     url = f"sqlite:///{tmp_path / 'busy-demo.db'}"
     upgrade(url)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         assert main(["demo", "--epochs", "1", "--db", url, "--port", str(port)]) == 1
     assert "is in use" in capsys.readouterr().err
     assert main(["runs", "--db", url]) == 0

@@ -23,14 +23,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('ui') / 'ui.db'}"
+def serve_seeded(url: str):
+    """Seeds a store at ``url`` and serves it; yields ``(base_url, url)``."""
     seed(url)
     instance = BackgroundServer(Settings(db=url, events_poll_seconds=0.2), log_level="error")
     assert instance.start(), "the dashboard server did not start"
     yield instance.base_url, url
     instance.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from serve_seeded(f"sqlite:///{tmp_path_factory.mktemp('ui') / 'ui.db'}")
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +138,8 @@ def manifest_rows(text: str) -> dict[int, dict[str, str]]:
 
 @pytest.fixture
 def fresh_server(tmp_path):
-    url = f"sqlite:///{tmp_path / 'loop.db'}"
-    seed(url)
-    instance = BackgroundServer(Settings(db=url, events_poll_seconds=0.2), log_level="error")
-    assert instance.start(), "the dashboard server did not start"
-    yield instance.base_url, url
-    instance.stop()
+    """A store of its own, for tests that write."""
+    yield from serve_seeded(f"sqlite:///{tmp_path / 'loop.db'}")
 
 
 def decide_on(page, base, sample_id, keys, expect):
