@@ -75,18 +75,35 @@ def plan_epoch(
 def _capped_multinomial(
     draws: int, weights: npt.NDArray[np.float64], cap: int, rng: np.random.Generator
 ) -> I64:
-    """Draws per entry in proportion to ``weights``, at most ``cap`` each (fewer if it runs out)."""
-    counts = np.zeros(len(weights), dtype=np.int64)
-    remaining = draws
-    while remaining > 0:
-        open_ = (counts < cap) & (weights > 0)
-        if not open_.any():
-            break
-        p = np.where(open_, weights, 0.0)
-        added = np.minimum(rng.multinomial(remaining, p / p.sum()), cap - counts)
-        counts += added
-        remaining -= int(added.sum())
-    return counts
+    """Draws per entry in proportion to ``weights``, at most ``cap`` each (fewer if it runs out).
+
+    Each entry takes part as ``cap`` copies, and ``draws`` copies are taken without replacement
+    in proportion to their weight (exponential keys: the ``draws`` smallest ``E / w``), in a
+    few array operations however many draws the cap turns away.
+    """
+    candidates = np.flatnonzero(weights > 0)
+    copies = np.repeat(candidates, cap)
+    if draws >= len(copies):
+        return np.bincount(copies, minlength=len(weights)).astype(np.int64)
+    keys = rng.exponential(size=len(copies)) / np.repeat(weights[candidates], cap)
+    taken = np.argpartition(keys, draws - 1)[:draws] if draws else copies[:0]
+    return np.bincount(copies[taken], minlength=len(weights)).astype(np.int64)
+
+
+def first_reports(ids: I64) -> tuple[I64, I64]:
+    """The distinct ids, ascending, and the position of each one's first occurrence."""
+    count = len(ids)
+    if count > 2**30:  # the packed pairs below would overflow int64
+        unique, first = np.unique(ids, return_index=True)
+        return unique, first.astype(np.int64)
+    # One sort of (id, position) pairs packed in an int64: faster than a stable argsort.
+    packed = ids * count + np.arange(count, dtype=np.int64)
+    packed.sort()
+    sorted_ids = packed // count
+    starts = np.empty(count, dtype=bool)
+    starts[:1] = True
+    np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=starts[1:])
+    return sorted_ids[starts], packed[starts] % count
 
 
 class CoverageEvidence:
@@ -148,7 +165,7 @@ class CoverageEvidence:
         ``judged``: whether this epoch's coverage visits count as evidence (warm-up epochs,
         whose early losses come from an untrained model, do not).
         """
-        unique, first = np.unique(ids, return_index=True)
+        unique, first = first_reports(ids)
         fresh = ~self.seen[unique]
         unique, first = unique[fresh], first[fresh]
         if not len(unique):

@@ -16,6 +16,7 @@ from torch.utils.data import Sampler
 from . import _distributed
 from ._balanced import WRONG_LOSS, CoverageEvidence, plan_epoch
 from ._base_order import BaseOrder
+from ._cursor import EpochCursor
 from ._device_updates import DeviceUpdate, deferred, fetch_device_updates, snapshot_device_update
 from ._inputs import ArrayLike, HostUpdate, host_indices, host_metrics, host_update
 from ._priority_queue import PriorityRuns, float_keys, pack, unpack_ids, unpack_keys
@@ -162,11 +163,8 @@ class HeapqSampler(Sampler[int]):
         ...         sampler.update(index, {"loss": loss.detach()})
     """
 
-    _share: list[int]
-    _share_iter: Iterator[int] | None
-    _yielded_before: int
-    _epoch_drawn: int
-    _chunk: I64
+    _share: list[int]  # this rank's ids of the latest chunk
+    _share_iter: Iterator[int] | None  # what is left of them to yield
 
     def __init__(
         self,
@@ -300,11 +298,9 @@ class HeapqSampler(Sampler[int]):
         self._recent = RecentDraws()
         self._base = BaseOrder(n, shuffle, seed)
 
-        self._epoch = -1
-        self._requested_epoch: int | None = None
-        self._draws = 0  # global draws since construction (steps and reset_every count these)
+        self._cursor = EpochCursor()
         self._reset_epoch(-1)
-        self._resuming = False
+        self._resuming = False  # a checkpoint's epoch continues at the next iteration
         if recorder is not None:
             recorder.attach(self)
 
@@ -315,7 +311,7 @@ class HeapqSampler(Sampler[int]):
     @property
     def epoch(self) -> int:
         """The current (or last) epoch; -1 before the first."""
-        return self._epoch
+        return self._cursor.epoch
 
     @property
     def loss(self) -> npt.NDArray[np.float32]:
@@ -408,7 +404,7 @@ class HeapqSampler(Sampler[int]):
         """Sets the epoch the next iteration runs (as ``DistributedSampler.set_epoch``)."""
         if not _is_int(epoch) or epoch < 0:
             raise ValueError(f"epoch should be a non-negative integer, but got epoch={epoch!r}")
-        self._requested_epoch = epoch
+        self._cursor.requested_epoch = epoch
 
     def reset(self) -> None:
         """Forgets every priority and eviction: all samples compete again, unscored."""
@@ -420,8 +416,8 @@ class HeapqSampler(Sampler[int]):
         self._evicted_since = self._evicted_since[:0]
         self._queue.clear()
         self._stale = False
-        self._unscored_cursor = 0
-        self._maybe_unscored = True
+        self._cursor.unscored_cursor = 0
+        self._cursor.maybe_unscored = True
 
     def evict(self, indices: ArrayLike) -> None:
         """Evicts samples now (for example a decision made in the dashboard)."""
@@ -546,9 +542,9 @@ class HeapqSampler(Sampler[int]):
                 self.listener.on_update(self, update_ids, update_columns)
 
     def _observe_coverage(self, ids: I64, columns: Mapping[str, npt.NDArray[np.float32]]) -> None:
-        judged = self._epoch >= max(self.start_at, 1)
+        judged = self._cursor.epoch >= max(self.start_at, 1)
         suspicious = self._coverage.observe(
-            ids, columns[self.key], columns.get("margin"), self._epoch, judged
+            ids, columns[self.key], columns.get("margin"), self._cursor.epoch, judged
         )
         if len(suspicious):
             self._mark_evicted(suspicious[(self._state[suspicious] & _EVICTED) == 0])
@@ -563,37 +559,33 @@ class HeapqSampler(Sampler[int]):
         if self._resuming:
             self._resuming = False
         else:
-            epoch = self._epoch + 1 if self._requested_epoch is None else self._requested_epoch
-            self._requested_epoch = None
+            epoch = (
+                self._cursor.epoch + 1
+                if self._cursor.requested_epoch is None
+                else self._cursor.requested_epoch
+            )
+            self._cursor.requested_epoch = None
             self._begin_epoch(epoch)
         while True:
             if self._share_iter is None:
-                if self._epoch_drawn >= self._total:
+                if self._cursor.epoch_drawn >= self._total:
                     break
                 self._next_chunk()
                 continue
             yield self._share_iter  # chain() resumes here once it is exhausted
-            self._yielded_before += len(self._share)
+            self._cursor.yielded_before += len(self._share)
             self._share_iter = None
         self._epoch_done = True
         if self.listener is not None:
             self._flush_pending()
-            self.listener.on_epoch_end(self, self._epoch)
+            self.listener.on_epoch_end(self, self._cursor.epoch)
 
     def _reset_epoch(self, epoch: int) -> None:
-        self._epoch = epoch
-        self._epoch_drawn = 0  # global draws made in this epoch
+        self._cursor = self._cursor.next_epoch(epoch)
         self._epoch_done = False
-        self._yielded_before = 0  # this rank's indices in shares fully yielded
         self._share = []
         self._share_iter = None
         self._recent.clear()
-        self._chunk = np.empty(0, dtype=np.int64)
-        self._chunk_start = 0
-        self._base_round = 0
-        self._base_cursor = 0
-        self._unscored_cursor = 0
-        self._maybe_unscored = True
 
     def _begin_epoch(self, epoch: int) -> None:
         self._flush_pending()
@@ -616,7 +608,7 @@ class HeapqSampler(Sampler[int]):
                 self._requeue(waiting[(self._state[waiting] & _EVICTED) == 0])
             else:
                 self._build_queue()
-        self._maybe_unscored = bool(np.any((self._state & (_SCORED | _NOT_IN_POOL)) == 0))
+        self._cursor.maybe_unscored = bool(np.any((self._state & (_SCORED | _NOT_IN_POOL)) == 0))
 
     def _plan_epoch(self, epoch: int) -> I64:
         live = np.flatnonzero((self._state & _EVICTED) == 0)
@@ -652,38 +644,38 @@ class HeapqSampler(Sampler[int]):
         if self.size is not None and self._queue_built and len(self._queue) > self.size:
             self._enforce_size()
         # Whole chunks (a multiple of num_replicas) keep every rank in step with the others.
-        count = min(self.chunk_size * self.num_replicas, self._total - self._epoch_drawn)
+        count = min(self.chunk_size * self.num_replicas, self._total - self._cursor.epoch_drawn)
         parts = []
         while count:
             part = count
             if self.reset_every is not None:
-                part = min(part, self.reset_every - self._draws % self.reset_every)
-            if self._epoch < self.start_at:
+                part = min(part, self.reset_every - self._cursor.draws % self.reset_every)
+            if self._cursor.epoch < self.start_at:
                 parts.append(self._draw_base(part))
             elif self.policy == "balanced":
-                start = self._epoch_drawn + sum(len(drawn) for drawn in parts)
+                start = self._cursor.epoch_drawn + sum(len(drawn) for drawn in parts)
                 parts.append(self._draw_planned(start, part))
             else:
                 parts.append(self._draw_priority(part))
-            self._draws += part
+            self._cursor.draws += part
             count -= part
-            if self.reset_every is not None and self._draws % self.reset_every == 0:
+            if self.reset_every is not None and self._cursor.draws % self.reset_every == 0:
                 self.reset()
         chunk = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        offset = (self.rank - self._epoch_drawn) % self.num_replicas
-        self._chunk = chunk
-        self._chunk_start = self._epoch_drawn
+        offset = (self.rank - self._cursor.epoch_drawn) % self.num_replicas
+        self._cursor.chunk = chunk
+        self._cursor.chunk_start = self._cursor.epoch_drawn
         share_ids = chunk[offset :: self.num_replicas]
         self._share = share_ids.tolist()
         self._share_iter = iter(self._share)
         self._recent.add(self._share, share_ids)
-        self._epoch_drawn += len(chunk)
+        self._cursor.epoch_drawn += len(chunk)
 
     def _draw_priority(self, count: int) -> I64:
         if self.steps is None:
             n_base = 0
         else:
-            positions = np.arange(self._draws + 1, self._draws + count + 1)
+            positions = np.arange(self._cursor.draws + 1, self._cursor.draws + count + 1)
             base_slots = positions % self.steps == 0
             n_base = int(base_slots.sum())
         ranked = self._pop_ranked(count - n_base)
@@ -699,7 +691,7 @@ class HeapqSampler(Sampler[int]):
     def _pop_ranked(self, count: int) -> I64:
         """Takes up to ``count`` samples from the pool: unscored ones first, then by priority."""
         parts: list[I64] = []
-        if count and self._maybe_unscored:
+        if count and self._cursor.maybe_unscored:
             parts.append(self._pop_unscored(count))
             count -= len(parts[0])
         while count > 0:
@@ -722,19 +714,19 @@ class HeapqSampler(Sampler[int]):
     def _pop_unscored(self, count: int) -> I64:
         """Unscored samples that compete, in base order (they rank before any scored one)."""
         found: list[I64] = []
-        while count > 0 and self._unscored_cursor < self._n:
-            stop = min(self._n, self._unscored_cursor + max(4 * count, 4096))
-            window = self._base.window(self._epoch, 0, self._unscored_cursor, stop)
+        while count > 0 and self._cursor.unscored_cursor < self._n:
+            stop = min(self._n, self._cursor.unscored_cursor + max(4 * count, 4096))
+            window = self._base.window(self._cursor.epoch, 0, self._cursor.unscored_cursor, stop)
             hits = np.flatnonzero((self._state[window] & (_SCORED | _NOT_IN_POOL)) == 0)
             if len(hits) >= count:
                 hits = hits[:count]
-                self._unscored_cursor += int(hits[-1]) + 1
+                self._cursor.unscored_cursor += int(hits[-1]) + 1
             else:
-                self._unscored_cursor = stop
+                self._cursor.unscored_cursor = stop
             found.append(window[hits])
             count -= len(hits)
-        if self._unscored_cursor >= self._n:
-            self._maybe_unscored = False
+        if self._cursor.unscored_cursor >= self._n:
+            self._cursor.maybe_unscored = False
         return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
     def _draw_base(self, count: int) -> I64:
@@ -745,17 +737,19 @@ class HeapqSampler(Sampler[int]):
                 raise AllSamplesEvictedError(
                     f"all {self._n} samples are evicted; call reset() or reinstate() to draw again"
                 )
-            if self._base_cursor >= self._n:
-                self._base_round += 1
-                self._base_cursor = 0
-            stop = min(self._n, self._base_cursor + max(2 * count, 256))
-            window = self._base.window(self._epoch, self._base_round, self._base_cursor, stop)
+            if self._cursor.base_cursor >= self._n:
+                self._cursor.base_round += 1
+                self._cursor.base_cursor = 0
+            stop = min(self._n, self._cursor.base_cursor + max(2 * count, 256))
+            window = self._base.window(
+                self._cursor.epoch, self._cursor.base_round, self._cursor.base_cursor, stop
+            )
             hits = np.flatnonzero((self._state[window] & _EVICTED) == 0)
             if len(hits) >= count:
                 hits = hits[:count]
-                self._base_cursor += int(hits[-1]) + 1
+                self._cursor.base_cursor += int(hits[-1]) + 1
             else:
-                self._base_cursor = stop
+                self._cursor.base_cursor = stop
             drawn = window[hits]
             if self._queue_built and not self._stale and (self._state[drawn] == _SCORED).any():
                 self._stale = True  # drawn here while queued: its entry outlives its key
@@ -791,7 +785,7 @@ class HeapqSampler(Sampler[int]):
         self._state[ids] |= _EVICTED
         self._evicted_ids = np.concatenate([self._evicted_ids, ids])
         self._evicted_epochs = np.concatenate(
-            [self._evicted_epochs, np.full(len(ids), self._epoch, dtype=np.int64)]
+            [self._evicted_epochs, np.full(len(ids), self._cursor.epoch, dtype=np.int64)]
         )
         coverage = self._coverage
         on_evidence = coverage.wrong[ids] >= (coverage.streak or _UINT8_MAX)
@@ -802,7 +796,7 @@ class HeapqSampler(Sampler[int]):
             [self._evicted_since, np.where(on_evidence, coverage.since[ids], -1).astype(np.int64)]
         )
         if self.listener is not None:
-            self.listener.on_evict(self, ids, self._epoch)
+            self.listener.on_evict(self, ids, self._cursor.epoch)
 
     # ------------------------------------------------------------------ the pool
     def _keys(self, ids: I64) -> npt.NDArray[np.uint32]:
@@ -822,8 +816,8 @@ class HeapqSampler(Sampler[int]):
         if self._queue_built and len(scored):
             self._queue.push(pack(self._keys(scored), scored))
         if len(scored) < len(ids):
-            self._maybe_unscored = True
-            self._unscored_cursor = 0
+            self._cursor.maybe_unscored = True
+            self._cursor.unscored_cursor = 0
 
     def _enforce_size(self) -> None:
         """Keeps the ``size`` best scored samples in the pool; the others become cold."""
@@ -848,27 +842,17 @@ class HeapqSampler(Sampler[int]):
         if self._share_iter is not None:
             consumed = len(self._share) - operator.length_hint(self._share_iter)
         # An epoch whose draws were all yielded is over, even if its iterator was not exhausted.
-        yielded = self._yielded_before + consumed
-        in_epoch = self._epoch >= 0 and not self._epoch_done and yielded < self._per_rank
+        yielded = self._cursor.yielded_before + consumed
+        in_epoch = self._cursor.epoch >= 0 and not self._epoch_done and yielded < self._per_rank
         return {
             "version": _STATE_VERSION,
             "size_of_data_source": self._n,
             "num_replicas": self.num_replicas,
             "seed": self.seed,
-            "epoch": self._epoch,
-            "requested_epoch": self._requested_epoch,
-            "draws": self._draws,
+            **self._cursor.state(),
             "in_epoch": in_epoch,
-            "epoch_drawn": self._epoch_drawn,
-            "chunk": torch.from_numpy(self._chunk.copy()),
-            "chunk_start": self._chunk_start,
             "chunk_active": self._share_iter is not None,
             "share_consumed": consumed,
-            "yielded_before": self._yielded_before,
-            "base_round": self._base_round,
-            "base_cursor": self._base_cursor,
-            "unscored_cursor": self._unscored_cursor,
-            "maybe_unscored": self._maybe_unscored,
             "queue_built": self._queue_built,
             "loss": torch.from_numpy(self._loss.copy()),
             "visits": torch.from_numpy(self._visits.copy()),
@@ -903,6 +887,7 @@ class HeapqSampler(Sampler[int]):
                     f"state_dict was saved with {name}={state_dict.get(name)}, "
                     f"but this sampler has {name}={expected}"
                 )
+        cursor = EpochCursor.from_state(state_dict)
         arrays = {
             "loss": (np.float32, self._n),
             "visits": (np.int32, self._n),
@@ -939,31 +924,22 @@ class HeapqSampler(Sampler[int]):
             self._coverage.load(
                 {name: np.asarray(state_dict[name]) for name in self._coverage.state()}
             )
-        self._draws = int(state_dict["draws"])
         self._pending, self._pending_count = [], 0
-        self._requested_epoch = state_dict["requested_epoch"]
         self._reset_epoch(int(state_dict["epoch"]))
+        self._cursor = cursor
         self._queue_built = bool(state_dict["queue_built"])
         if self._queue_built:
             self._build_queue()
         else:
             self._queue.clear()
             self._stale = False
-        self._base_round = int(state_dict["base_round"])
-        self._base_cursor = int(state_dict["base_cursor"])
-        self._unscored_cursor = int(state_dict["unscored_cursor"])
-        self._maybe_unscored = bool(state_dict["maybe_unscored"])
-        self._epoch_drawn = int(state_dict["epoch_drawn"])
-        self._yielded_before = int(state_dict["yielded_before"])
         self._resuming = bool(state_dict["in_epoch"])
         self._epoch_done = not self._resuming
         if state_dict["chunk_active"]:
-            self._chunk = np.asarray(state_dict["chunk"]).astype(np.int64)
-            self._chunk_start = int(state_dict["chunk_start"])
-            offset = (self.rank - self._chunk_start) % self.num_replicas
-            self._share = self._chunk[offset :: self.num_replicas].tolist()
+            offset = (self.rank - self._cursor.chunk_start) % self.num_replicas
+            self._share = self._cursor.chunk[offset :: self.num_replicas].tolist()
             self._share_iter = iter(self._share[int(state_dict["share_consumed"]) :])
-            self._yielded_before += int(state_dict["share_consumed"])
+            self._cursor.yielded_before += int(state_dict["share_consumed"])
             self._share = self._share[int(state_dict["share_consumed"]) :]
 
 

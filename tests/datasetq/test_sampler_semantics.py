@@ -34,6 +34,9 @@ configs = st.fixed_dictionaries(
         "loss_seed": st.integers(0, 2**31),
         "skip_every": st.sampled_from([0, 0, 3, 5]),  # sometimes a batch gets no update
         "ties": st.booleans(),
+        "steps": st.one_of(st.none(), st.integers(1, 4)),
+        "size": st.one_of(st.none(), st.integers(1, 30)),
+        "reset_every": st.one_of(st.none(), st.integers(1, 60)),
     }
 )
 
@@ -73,6 +76,9 @@ def run_sampler(cfg):
         shuffle=cfg["shuffle"],
         seed=cfg["seed"],
         chunk_size=cfg["chunk_size"],
+        steps=cfg["steps"],
+        size=cfg["size"],
+        reset_every=cfg["reset_every"],
     )
     result = drive(lambda: iter(sampler), lambda b, v: sampler.update(b, {"loss": v}), cfg)
     return sampler, result
@@ -87,6 +93,9 @@ def run_reference(cfg):
         extrema=cfg["extrema"],
         shuffle=cfg["shuffle"],
         seed=cfg["seed"],
+        steps=cfg["steps"],
+        size=cfg["size"],
+        reset_every=cfg["reset_every"],
     )
     result = drive(lambda: itertools.chain.from_iterable(ref.epoch_draws()), ref.update, cfg)
     return ref, result
@@ -104,6 +113,7 @@ def test_draws_match_the_reference_model(cfg):
 
 @given(configs)
 def test_invariants(cfg):
+    cfg = {**cfg, "reset_every": None}  # a reset forgets evictions: the checks below assume none
     sampler, (epochs, error) = run_sampler(cfg)
     n = cfg["n"]
     counts = np.zeros(n, dtype=int)

@@ -249,19 +249,20 @@ def test_readable_state_is_read_only():
 
 
 def assert_queue_consistent(sampler):
-    """Unless the sampler knows its queue may be stale, every live entry has its current key."""
+    """Every competing scored sample has an entry with its current key, and unless the sampler
+    knows its queue may be stale (then pops re-check keys), every live entry is current."""
     from datasetq._priority_queue import unpack_ids, unpack_keys
     from datasetq.sampler import _SCORED
 
-    if sampler._stale or not sampler._queue_built:
-        return
+    assert sampler._queue_built
     entries = sampler._queue.entries()
     ids = unpack_ids(entries)
     live = sampler._state[ids] == _SCORED
-    assert (sampler._keys(ids[live]) == unpack_keys(entries[live])).all()
-    # And every competing scored sample has an entry.
+    current = sampler._keys(ids) == unpack_keys(entries)
     competing = np.flatnonzero(sampler._state == _SCORED)
-    assert set(competing.tolist()) <= set(ids[live].tolist())
+    assert set(competing.tolist()) <= set(ids[live & current].tolist())
+    if not sampler._stale:
+        assert current[live].all()
 
 
 @given(
@@ -276,10 +277,18 @@ def assert_queue_consistent(sampler):
     ),
 )
 def test_queue_entries_never_silently_stale(options, n, operations):
+    options = {**options, "policy": "greedy"}  # the balanced policy keeps no queue
     sampler = HeapqSampler(range(n), seed=1, **options)
-    iterator = iter(sampler)
     rng = np.random.default_rng(0)
     try:
+        for _ in range(sampler.start_at):  # warm-up: every sample once, then the queue exists
+            for drawn in batched(sampler, 4):
+                sampler.update(list(drawn), {"loss": rng.random(len(drawn))})
+        iterator = iter(sampler)
+        drawn = list(itertools.islice(iterator, 3))
+        sampler.update(drawn, {"loss": rng.random(len(drawn))})
+        sampler._flush_pending()
+        assert_queue_consistent(sampler)
         for operation, value in operations:
             if operation == "draw":
                 drawn = list(itertools.islice(iterator, 1 + value % 7))
@@ -294,10 +303,11 @@ def test_queue_entries_never_silently_stale(options, n, operations):
                 sampler.reinstate([value % n])
             else:
                 iterator = iter(sampler)
+                next(iterator, None)  # the next epoch begins (and may rebuild its queue)
             sampler._flush_pending()
             assert_queue_consistent(sampler)
     except AllSamplesEvictedError:
-        pass
+        assert len(sampler.evicted) == n
 
 
 @pytest.mark.parametrize("kind", ["tensor", "array"])
@@ -311,3 +321,28 @@ def test_update_keeps_its_values_when_the_caller_reuses_its_buffers(kind):
     ids[:] = 3  # a training loop refilling preallocated buffers before the next chunk
     losses[:] = 9.0
     np.testing.assert_array_equal(sampler.loss, [np.nan, 0.5, 0.25, np.nan, np.nan])
+
+
+def test_every_cursor_field_is_in_the_checkpoint():
+    """The epoch cursor is one structure: a field added to it reaches state_dict by itself."""
+    import dataclasses
+
+    from datasetq._cursor import EpochCursor
+
+    sampler = HeapqSampler(range(50), policy="greedy", seed=0, chunk_size=8)
+    train(sampler, 1, 5)
+    iterator = iter(sampler)
+    list(itertools.islice(iterator, 13))  # mid-epoch, mid-chunk
+    state = sampler.state_dict()
+    names = {f.name for f in dataclasses.fields(EpochCursor)}
+    assert names <= set(state)
+    restored = EpochCursor.from_state(state)
+    for name in names:
+        saved, kept = getattr(restored, name), getattr(sampler._cursor, name)
+        if isinstance(kept, np.ndarray):
+            np.testing.assert_array_equal(saved, kept)
+        else:
+            assert saved == kept, name
+    del state["base_cursor"]
+    with pytest.raises(ValueError, match="base_cursor"):
+        HeapqSampler(range(50), policy="greedy", seed=0).load_state_dict(state)
