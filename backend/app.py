@@ -1,4 +1,4 @@
-"""``create_app(settings)``: the FastAPI application. ``backend.app:app`` builds one from the
+"""``create_app(settings)``: the FastAPI application. ``datasetq.server.app:app`` builds one from the
 environment on first use (nothing reads the environment at import time)."""
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from datasetq._resources import dashboard_files
+from datasetq.errors import ConflictError, InvalidRequestError, NotFoundError
 from datasetq.store.engine import create_store_engine
 from datasetq.store.migrations import ensure_schema
-from datasetq.store.reviews import ReviewConflict, ReviewNotFound
 
 from .imaging import ImageRenderer
 from .routers import events, export, images, labels, reviews, runs, samples
 from .security import GuardMiddleware
 from .settings import Settings, get_settings
 
-FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+FRONTEND = dashboard_files()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,13 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
 
-    @app.exception_handler(ReviewNotFound)
-    async def not_found(_: Request, error: ReviewNotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(error)})
-
-    @app.exception_handler(ReviewConflict)
-    async def conflict(_: Request, error: ReviewConflict) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(error)})
+    # The one place the store's errors become HTTP answers.
+    for error_class, status in (
+        (NotFoundError, 404),
+        (ConflictError, 409),
+        (InvalidRequestError, 422),
+    ):
+        app.add_exception_handler(error_class, _answer_with(status))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -82,6 +83,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         GuardMiddleware, allowed_hosts=settings.hosts(), max_body_bytes=settings.max_body_bytes
     )
     return app
+
+
+def _answer_with(status: int) -> Any:
+    async def handler(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": str(error)})
+
+    return handler
 
 
 def _serve_frontend(app: FastAPI) -> None:

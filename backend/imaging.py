@@ -19,6 +19,7 @@ from fastapi import HTTPException
 from PIL import Image
 
 from datasetq.datasets import EmbeddedMNIST
+from datasetq.errors import NotFoundError
 
 from .settings import Settings
 
@@ -67,15 +68,15 @@ class ImageRenderer:
             mnist = self._dataset("embedded_mnist", EmbeddedMNIST)
             index = int(source) if source is not None else sample_id
             if not 0 <= index < len(mnist.data):
-                raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+                raise NotFoundError(f"No image for sample {sample_id}")
             return Image.fromarray(mnist.data[index].numpy(), mode="L")
         if kind == "image_folder":
             root = self._allowed_root(render.get("root"))
             if source is None:
-                raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+                raise NotFoundError(f"No image for sample {sample_id}")
             path = (root / source).resolve()
             if not path.is_relative_to(root) or not path.is_file():
-                raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+                raise NotFoundError(f"No image for sample {sample_id}")
             with Image.open(path) as opened:
                 opened.load()
                 return opened.copy()
@@ -85,7 +86,7 @@ class ImageRenderer:
             index = int(source) if source is not None else sample_id
             image = dataset[index][0]
             if not isinstance(image, Image.Image):
-                raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+                raise NotFoundError(f"No image for sample {sample_id}")
             return image
         if kind == "callable" and self.settings.render_callables:
             module, _, name = str(render.get("target", "")).partition(":")
@@ -95,11 +96,11 @@ class ImageRenderer:
             image = function(sample_id)  # type: ignore[operator]
             if isinstance(image, Image.Image):
                 return image
-        raise HTTPException(status_code=404, detail=f"No image for sample {sample_id}")
+        raise NotFoundError(f"No image for sample {sample_id}")
 
     def _allowed_root(self, root: Any) -> Path:
         if not isinstance(root, str):
-            raise HTTPException(status_code=404, detail="This dataset has no image root")
+            raise NotFoundError("This dataset has no image root")
         resolved = Path(root).resolve()
         if not any(
             resolved == allowed or resolved.is_relative_to(allowed) for allowed in self.roots
@@ -120,7 +121,7 @@ class ImageRenderer:
     def _torchvision(self, render: dict[str, Any], root: Path) -> Any:
         module, _, name = str(render.get("class", "")).rpartition(".")
         if not module.startswith("torchvision.datasets"):
-            raise HTTPException(status_code=404, detail="Unsupported dataset class")
+            raise NotFoundError("Unsupported dataset class")
         cls = getattr(importlib.import_module(module), name)
         options = {k: render[k] for k in ("train", "split") if k in render}
         return self._dataset(

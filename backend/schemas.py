@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SortKey = Literal["loss", "mean_loss", "max_loss", "visits", "score", "evicted_epoch"]
+from datasetq.store.runs import RunInfo
+from datasetq.store.samples import SortKey
+
+__all__ = ["SortKey"]  # and every model below
 
 
 class Strict(BaseModel):
@@ -25,6 +28,21 @@ class RunPublic(BaseModel):
     heartbeat_at: datetime
     epochs: int
     num_samples: int
+
+    @classmethod
+    def fields_of(cls, run: RunInfo) -> dict[str, Any]:
+        return {
+            "id": run.id,
+            "name": run.name,
+            "dataset_id": run.dataset.id,
+            "dataset_name": run.dataset.name,
+            "status": run.current_status,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+            "heartbeat_at": run.heartbeat_at,
+            "epochs": run.epochs,
+            "num_samples": run.dataset.num_samples,
+        }
 
 
 class EpochPoint(BaseModel):
@@ -164,7 +182,13 @@ class ChangeResult(BaseModel):
 
 
 class Problem(BaseModel):
+    """What every error response holds."""
+
     detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": Problem}}
 
 
 class ReviewRequest(Strict):

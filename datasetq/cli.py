@@ -12,7 +12,7 @@ from .sampler import HeapqSampler, Policy
 from .training import EpochStats, TrainConfig, train_mnist
 
 if TYPE_CHECKING:
-    from backend.server import BackgroundServer
+    from .server.server import BackgroundServer
 
 __all__ = ["main"]
 
@@ -114,20 +114,23 @@ def run_serve(url: str | None, host: str, port: int, data_roots: Sequence[str] =
     """Serves the web app; a non-loopback host needs DATASETQ_TOKEN."""
     import os
 
+    missing = missing_server_dependencies()
+    if missing:
+        print(f"datasetq serve: {missing}", file=sys.stderr)
+        return 2
     import uvicorn
 
-    from backend.app import create_app
-    from backend.settings import LOOPBACK_HOSTS, Settings
-
     from .errors import StoreError
+    from .server.app import create_app
+    from .server.settings import LOOPBACK_HOSTS, Settings
 
     overrides: dict[str, object] = {"host": host, "port": port}
     if url is not None:
         overrides["db"] = url
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    missing = [root for root in data_roots if not os.path.isdir(root)]
-    if missing:
-        print(f"datasetq serve: --data-root {missing[0]} is not a folder", file=sys.stderr)
+    missing_roots = [root for root in data_roots if not os.path.isdir(root)]
+    if missing_roots:
+        print(f"datasetq serve: --data-root {missing_roots[0]} is not a folder", file=sys.stderr)
         return 2
     if data_roots:
         settings.data_roots = [*settings.data_roots, *(Path(r).resolve() for r in data_roots)]
@@ -147,6 +150,20 @@ def run_serve(url: str | None, host: str, port: int, data_roots: Sequence[str] =
     os.environ.setdefault("DATASETQ_DB", settings.db)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
+
+
+def missing_server_dependencies() -> str | None:
+    """None when the dashboard can run, else which packages it lacks and how to get them."""
+    from importlib.util import find_spec
+
+    needed = ("fastapi", "uvicorn", "pydantic_settings", "plotly", "PIL")
+    missing = [name for name in needed if find_spec(name) is None]
+    if not missing:
+        return None
+    return (
+        f"the dashboard needs {', '.join(missing)}, which this install lacks: "
+        "pip install 'datasetq[server]'"
+    )
 
 
 def run_db_upgrade(url: str) -> int:
@@ -177,6 +194,10 @@ def run_demo(
     from .recorder import Recorder
     from .training import make_splits
 
+    missing = missing_server_dependencies() if serve is not None else None
+    if missing:
+        print(f"datasetq demo: {missing}; or train only with --no-serve", file=sys.stderr)
+        return 2
     if serve is not None and not _port_free(*serve):
         # Checked before the run exists: a demo that cannot serve leaves nothing behind.
         print(
@@ -300,8 +321,8 @@ def _progress_done() -> None:
 
 def _start_server(url: str, host: str, port: int) -> BackgroundServer | None:
     """Serves the dashboard on a background thread while training runs."""
-    from backend.server import BackgroundServer
-    from backend.settings import LOOPBACK_HOSTS, Settings
+    from .server.server import BackgroundServer
+    from .server.settings import LOOPBACK_HOSTS, Settings
 
     if host not in LOOPBACK_HOSTS and not Settings().token:
         print(

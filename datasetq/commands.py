@@ -37,7 +37,7 @@ def list_runs_command(url: str) -> int:
     """Prints a table of the database's runs."""
     try:
         with _open(url) as session:
-            runs = list_runs(session)
+            runs = list_runs(session)[::-1]  # oldest first, as a log reads
     except StoreError as error:
         print(f"datasetq runs: {error}", file=sys.stderr)
         return 1
@@ -51,7 +51,8 @@ def list_runs_command(url: str) -> int:
     for r in runs:
         started = r.started_at.strftime("%Y-%m-%d %H:%M:%S")
         print(
-            f"{r.id:>4}  {r.name:<{width}}  {r.status:<11}  {r.epochs:>6}  {started:<19}  {r.dataset}"
+            f"{r.id:>4}  {r.name:<{width}}  {r.current_status:<11}  {r.epochs:>6}  {started:<19}  "
+            f"{r.dataset.name}"
         )
     return 0
 
@@ -67,13 +68,13 @@ def export_command(url: str, run: str, format: str, evicted: str, output: str) -
 
 
 def _export(session: Session, url: str, run: str, format: str, evicted: str, output: str) -> int:
-    found = find_run(session, run)
-    if found is None:
+    record = find_run(session, run)
+    if record is None:
         print(f"datasetq export: no run named or numbered {run!r} in {url}", file=sys.stderr)
         return 1
-    record, dataset = found
-    header = manifest_header(session, dataset, record, evicted)
-    rows = _counting(manifest_rows(session, dataset, record, evicted), dataset.num_samples)
+    dataset = record.dataset
+    header = manifest_header(session, record, evicted)
+    rows = _counting(manifest_rows(session, record, evicted), dataset.num_samples)
     if output == "-":
         _write(sys.stdout.buffer, manifest_lines(header, rows, format))
     else:

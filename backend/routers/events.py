@@ -5,67 +5,59 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from datasetq.store.models import RunEpochRecord, RunRecord
-from datasetq.store.queries import effective_status
+from datasetq.errors import NotFoundError
+from datasetq.store.runs import RunProgress, run_progress
 
-from .. import queries
-from ..deps import RunId, SessionDep
+from .. import schemas
+from ..deps import RunId
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["events"])
 
 
-def _snapshot(engine: Engine, run_id: int) -> dict[str, object]:
+def _progress(engine: Engine, run_id: int) -> RunProgress | None:
+    # A session per poll, on a worker thread: a stream holds no connection while it waits.
     with Session(engine) as session:
-        run = session.get(RunRecord, run_id)
-        assert run is not None
-        evicted = session.execute(
-            select(RunEpochRecord.evicted_total)
-            .where(RunEpochRecord.run_id == run_id)
-            .order_by(RunEpochRecord.epoch.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        return {
-            "epochs": run.epochs,
-            "status": effective_status(run.status, run.heartbeat_at),
-            "evicted": evicted or 0,
-        }
+        return run_progress(session, run_id)
 
 
-@router.get("/events", response_class=StreamingResponse)
+@router.get("/events", response_class=StreamingResponse, responses=schemas.NOT_FOUND)
 async def events(
     run_id: RunId,
     request: Request,
-    session: SessionDep,
     timeout: Annotated[float, Query(gt=0, le=3600)] = 600,
 ) -> StreamingResponse:
     """``event: run`` whenever the run records an epoch, evicts or changes status; a comment
     every 15 s keeps the connection open. The stream ends after ``timeout`` seconds (the
     browser's EventSource reconnects)."""
-    queries.get_run(session, run_id)
     engine = request.app.state.engine
     poll = request.app.state.settings.events_poll_seconds
+    if await run_in_threadpool(_progress, engine, run_id) is None:
+        raise NotFoundError(f"Run {run_id} not found")
 
     async def stream() -> AsyncIterator[str]:
-        last: dict[str, object] | None = None
+        last: RunProgress | None = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         quiet_since = loop.time()
         while loop.time() < deadline:
             if await request.is_disconnected():
                 return
-            snapshot = await run_in_threadpool(_snapshot, engine, run_id)
-            if snapshot != last:
-                last = snapshot
+            progress = await run_in_threadpool(_progress, engine, run_id)
+            if progress is None:
+                return  # the run was deleted
+            if progress != last:
+                last = progress
                 quiet_since = loop.time()
-                yield f"event: run\ndata: {json.dumps(snapshot)}\n\n"
+                yield f"event: run\ndata: {json.dumps(asdict(progress))}\n\n"
             elif loop.time() - quiet_since > 15:
                 quiet_since = loop.time()
                 yield ": keep-alive\n\n"

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from datasetq.manifest import manifest_lines
 from datasetq.store.export import manifest_counts, manifest_header, manifest_rows
+from datasetq.store.runs import require_run
 
-from .. import queries, schemas
+from .. import schemas
 from ..deps import RunId, SessionDep
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["export"])
@@ -27,7 +28,7 @@ EvictedQuery = Query(
 @router.get(
     "/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}, **schemas.NOT_FOUND},
 )
 def export(
     run_id: RunId,
@@ -38,12 +39,12 @@ def export(
     """Every sample with its source, final label, whether to keep it and why."""
     session = Session(request.app.state.engine)
     try:
-        context = queries.get_run(session, run_id)
-        header = manifest_header(session, context.dataset, context.run, evicted)
+        run = require_run(session, run_id)
+        header = manifest_header(session, run, evicted)
     except Exception:
         session.close()
         raise
-    rows = manifest_rows(session, context.dataset, context.run, evicted)
+    rows = manifest_rows(session, run, evicted)
     filename = f"run-{run_id}-manifest.{format}"
     return StreamingResponse(
         _closing(manifest_lines(header, rows, format), session),
@@ -52,15 +53,14 @@ def export(
     )
 
 
-@router.get("/export/counts", response_model=schemas.ExportCountsOut)
+@router.get("/export/counts", response_model=schemas.ExportCountsOut, responses=schemas.NOT_FOUND)
 def export_counts(
     run_id: RunId,
     session: SessionDep,
     evicted: Literal["drop", "keep", "mark"] = EvictedQuery,
 ) -> schemas.ExportCountsOut:
     """What the export with this policy keeps and drops, and why: the file matches exactly."""
-    context = queries.get_run(session, run_id)
-    counts = manifest_counts(session, context.dataset, context.run, evicted)
+    counts = manifest_counts(session, require_run(session, run_id), evicted)
     return schemas.ExportCountsOut.model_validate(counts, from_attributes=True)
 
 

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from .. import changes, queries, schemas
+from datasetq.store import reviews, runs, samples
+
+from .. import schemas
 from ..deps import AuthorDep, RunId, SampleId, WriteSessionDep
+from .samples import sample_detail
 
 router = APIRouter(prefix="/runs/{run_id}/samples", tags=["labels"])
 
 
-@router.post("/labels", response_model=schemas.ChangeResult)
+@router.post("/labels", response_model=schemas.ChangeResult, responses=schemas.NOT_FOUND)
 def relabel_many(
     run_id: RunId, body: schemas.BulkLabelChange, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.ChangeResult:
-    context = queries.get_run(session, run_id)
-    action = changes.act(
-        session, context, "relabel", body.sample_ids, author, label=body.label, reason=body.note
+    run = runs.require_run(session, run_id)
+    action = reviews.decide(
+        session, run, "relabel", body.sample_ids, author, label=body.label, reason=body.note
     )
     session.commit()
     return schemas.ChangeResult(
@@ -28,26 +31,20 @@ def relabel_many(
     )
 
 
-@router.post("/flags", response_model=schemas.ChangeResult)
+@router.post("/flags", response_model=schemas.ChangeResult, responses=schemas.NOT_FOUND)
 def flag_many(
     run_id: RunId, body: schemas.BulkFlagChange, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.ChangeResult:
-    context = queries.get_run(session, run_id)
-    action = changes.act(
-        session,
-        context,
-        "flag" if body.flagged else "unflag",
-        body.sample_ids,
-        author,
-        reason=body.reason,
-    )
+    run = runs.require_run(session, run_id)
+    kind: reviews.ReviewKind = "flag" if body.flagged else "unflag"
+    action = reviews.decide(session, run, kind, body.sample_ids, author, reason=body.reason)
     session.commit()
     return schemas.ChangeResult(
         changed=len(action.changed), sample_ids=action.changed, action_id=action.id
     )
 
 
-@router.post("/{sample_id}/label", response_model=schemas.SampleDetail)
+@router.post("/{sample_id}/label", response_model=schemas.SampleDetail, responses=schemas.NOT_FOUND)
 def relabel(
     run_id: RunId,
     sample_id: SampleId,
@@ -55,35 +52,38 @@ def relabel(
     session: WriteSessionDep,
     author: AuthorDep,
 ) -> schemas.SampleDetail:
-    context = queries.get_run(session, run_id)
-    queries.check_sample(context, sample_id)
-    current = queries.sample_label(session, context, sample_id)
+    run = runs.require_run(session, run_id)
+    samples.check_sample(run, sample_id)
+    reviews.check_label(run, body.label)
     if body.note is not None:
-        changes.set_note(session, context, sample_id, body.note)
-    if current != body.label:  # saving a note with the current label is not a relabel
-        changes.act(
-            session, context, "relabel", [sample_id], author, label=body.label, reason=body.note
+        reviews.set_note(session, run, sample_id, body.note)
+    if samples.sample_label(session, run, sample_id) != body.label:
+        # Saving a note with the current label is not a relabel.
+        reviews.decide(
+            session, run, "relabel", [sample_id], author, label=body.label, reason=body.note
         )
-    else:
-        changes.check_label(context, body.label)
     session.commit()
-    return queries.sample_detail(session, context, sample_id, "loss")
+    return sample_detail(session, run, sample_id)
 
 
-@router.post("/{sample_id}/label/undo", response_model=schemas.SampleDetail)
+@router.post(
+    "/{sample_id}/label/undo",
+    response_model=schemas.SampleDetail,
+    responses={**schemas.NOT_FOUND, **schemas.CONFLICT},
+)
 def undo_relabel(
     run_id: RunId, sample_id: SampleId, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.SampleDetail:
     """Undoes the latest relabel of this sample that still stands (``/reviews/undo`` steps
     back through a reviewer's actions instead)."""
-    context = queries.get_run(session, run_id)
-    queries.check_sample(context, sample_id)
-    changes.undo_latest_relabel(session, context, sample_id, author)
+    run = runs.require_run(session, run_id)
+    samples.check_sample(run, sample_id)
+    reviews.undo_latest_relabel(session, run, sample_id, author)
     session.commit()
-    return queries.sample_detail(session, context, sample_id, "loss")
+    return sample_detail(session, run, sample_id)
 
 
-@router.post("/{sample_id}/flag", response_model=schemas.SampleDetail)
+@router.post("/{sample_id}/flag", response_model=schemas.SampleDetail, responses=schemas.NOT_FOUND)
 def flag(
     run_id: RunId,
     sample_id: SampleId,
@@ -91,21 +91,17 @@ def flag(
     session: WriteSessionDep,
     author: AuthorDep,
 ) -> schemas.SampleDetail:
-    context = queries.get_run(session, run_id)
-    queries.check_sample(context, sample_id)
-    changes.act(
-        session,
-        context,
-        "flag" if body.flagged else "unflag",
-        [sample_id],
-        author,
-        reason=body.reason,
-    )
+    run = runs.require_run(session, run_id)
+    samples.check_sample(run, sample_id)
+    kind: reviews.ReviewKind = "flag" if body.flagged else "unflag"
+    reviews.decide(session, run, kind, [sample_id], author, reason=body.reason)
     session.commit()
-    return queries.sample_detail(session, context, sample_id, "loss")
+    return sample_detail(session, run, sample_id)
 
 
-@router.post("/{sample_id}/decision", response_model=schemas.ChangeResult)
+@router.post(
+    "/{sample_id}/decision", response_model=schemas.ChangeResult, responses=schemas.NOT_FOUND
+)
 def decide(
     run_id: RunId,
     sample_id: SampleId,
@@ -115,8 +111,8 @@ def decide(
 ) -> schemas.ChangeResult:
     """Asks the running job to evict or reinstate the sample (applied at its next epoch);
     for the export, record a ``drop`` or ``keep`` in ``/reviews`` instead."""
-    context = queries.get_run(session, run_id)
-    queries.check_sample(context, sample_id)
-    changes.decide(session, context, sample_id, body.action, author)
+    run = runs.require_run(session, run_id)
+    samples.check_sample(run, sample_id)
+    reviews.queue_for_job(session, run.dataset.id, run.id, [sample_id], body.action, author)
     session.commit()
     return schemas.ChangeResult(changed=1, sample_ids=[sample_id])

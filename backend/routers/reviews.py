@@ -6,11 +6,11 @@ Decisions belong to the run's dataset: every run over the same dataset shows and
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
-from datasetq.store import reviews
+from datasetq.store import reviews, runs
 
-from .. import changes, queries, schemas
+from .. import schemas
 from ..deps import AuthorDep, RunId, SessionDep, WriteSessionDep
 
 router = APIRouter(prefix="/runs/{run_id}/reviews", tags=["reviews"])
@@ -20,19 +20,14 @@ def _out(action: reviews.ReviewAction) -> schemas.ReviewActionOut:
     return schemas.ReviewActionOut.model_validate(action, from_attributes=True)
 
 
-@router.post("", response_model=schemas.ReviewActionOut)
+@router.post("", response_model=schemas.ReviewActionOut, responses=schemas.NOT_FOUND)
 def record(
     run_id: RunId, body: schemas.ReviewRequest, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.ReviewActionOut:
     """One decision on up to 10,000 samples; undone in one step by its id."""
-    context = queries.get_run(session, run_id)
-    if (body.kind == "relabel") != (body.label is not None):
-        raise HTTPException(
-            status_code=422, detail="label is required for a relabel, and only for a relabel"
-        )
-    action = changes.act(
+    action = reviews.decide(
         session,
-        context,
+        runs.require_run(session, run_id),
         body.kind,
         body.sample_ids,
         body.reviewer or author,
@@ -43,7 +38,7 @@ def record(
     return _out(action)
 
 
-@router.get("", response_model=list[schemas.ReviewActionOut])
+@router.get("", response_model=list[schemas.ReviewActionOut], responses=schemas.NOT_FOUND)
 def history(
     run_id: RunId,
     session: SessionDep,
@@ -51,18 +46,18 @@ def history(
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[schemas.ReviewActionOut]:
     """The latest actions on the run's dataset, newest first (undos and undone ones too)."""
-    context = queries.get_run(session, run_id)
-    return [_out(a) for a in reviews.review_actions(session, context.dataset.id, reviewer, limit)]
+    run = runs.require_run(session, run_id)
+    return [_out(a) for a in reviews.review_actions(session, run.dataset.id, reviewer, limit)]
 
 
-@router.post("/undo", response_model=schemas.UndoResult)
+@router.post("/undo", response_model=schemas.UndoResult, responses=schemas.NOT_FOUND)
 def undo_latest(
     run_id: RunId, body: schemas.UndoRequest, session: WriteSessionDep, author: AuthorDep
 ) -> schemas.UndoResult:
     """Undoes this reviewer's latest action that still stands; says so when none is left."""
-    context = queries.get_run(session, run_id)
+    run = runs.require_run(session, run_id)
     reviewer = body.reviewer or author
-    undo = reviews.undo_latest(session, context.dataset.id, reviewer, context.run.id)
+    undo = reviews.undo_latest(session, run.dataset.id, reviewer, run.id)
     session.commit()
     if undo is None:
         return schemas.UndoResult(undo=None, message=f"Nothing left to undo for {reviewer}")
@@ -72,7 +67,7 @@ def undo_latest(
 @router.post(
     "/{action_id}/undo",
     response_model=schemas.ReviewActionOut,
-    responses={404: {"model": schemas.Problem}, 409: {"model": schemas.Problem}},
+    responses={**schemas.NOT_FOUND, **schemas.CONFLICT},
 )
 def undo_one(
     run_id: RunId,
@@ -82,9 +77,7 @@ def undo_one(
     author: AuthorDep,
 ) -> schemas.ReviewActionOut:
     """Undoes the action ``action_id`` (404 if there is none, 409 if it cannot be undone)."""
-    context = queries.get_run(session, run_id)
-    undo = reviews.undo_action(
-        session, context.dataset.id, action_id, body.reviewer or author, context.run.id
-    )
+    run = runs.require_run(session, run_id)
+    undo = reviews.undo_action(session, run.dataset.id, action_id, body.reviewer or author, run.id)
     session.commit()
     return _out(undo)

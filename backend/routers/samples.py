@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
 
-from .. import queries, schemas
+from datasetq.store import runs, samples
+
+from .. import schemas
 from ..deps import RunId, SampleId, SessionDep
 
 router = APIRouter(prefix="/runs/{run_id}/samples", tags=["samples"])
 
 
-@router.get("", response_model=schemas.SamplePage)
+@router.get("", response_model=schemas.SamplePage, responses=schemas.NOT_FOUND)
 def list_samples(
     run_id: RunId,
     session: SessionDep,
@@ -31,15 +34,58 @@ def list_samples(
     Samples without a value for the sort key (never scored, never evicted) are left out.
     ``mispredicted`` keeps samples whose last recorded prediction differs from their label.
     """
-    context = queries.get_run(session, run_id)
-    filters = queries.Filters(evicted, flagged, relabeled, label, mispredicted)
-    return queries.sample_page(session, context, sort, order == "desc", limit, cursor, filters)
+    run = runs.require_run(session, run_id)
+    filters = samples.Filters(evicted, flagged, relabeled, label, mispredicted)
+    page = samples.sample_page(session, run, sort, order == "desc", limit, cursor, filters)
+    return schemas.SamplePage.model_validate(page, from_attributes=True)
 
 
-@router.get("/{sample_id}", response_model=schemas.SampleDetail)
+@router.get("/{sample_id}", response_model=schemas.SampleDetail, responses=schemas.NOT_FOUND)
 def get_sample(
     run_id: RunId, sample_id: SampleId, session: SessionDep, sort: schemas.SortKey = "loss"
 ) -> schemas.SampleDetail:
     """One sample: trajectory, labels and their history, flags, and its neighbours in ``sort``."""
-    context = queries.get_run(session, run_id)
-    return queries.sample_detail(session, context, sample_id, sort)
+    return sample_detail(session, runs.require_run(session, run_id), sample_id, sort)
+
+
+def sample_detail(
+    session: Session, run: runs.RunInfo, sample_id: int, sort: str = "loss"
+) -> schemas.SampleDetail:
+    """The detail response (also what the write routes on one sample return)."""
+    detail = samples.sample_detail(session, run, sample_id, sort)
+    return schemas.SampleDetail(
+        **schemas.SampleRow.model_validate(detail.row, from_attributes=True).model_dump(),
+        evidence_score=detail.evidence_score,
+        wrong_since=detail.wrong_since,
+        source=detail.source,
+        note=detail.note,
+        flag_reason=detail.flag_reason,
+        verdict=detail.verdict,
+        class_names=run.dataset.class_names,
+        dataset_name=run.dataset.name,
+        trajectory=[
+            schemas.EpochStat.model_validate(e, from_attributes=True) for e in detail.trajectory
+        ],
+        visit_losses=[
+            schemas.VisitLoss.model_validate(v, from_attributes=True) for v in detail.visit_losses
+        ],
+        label_history=[
+            schemas.LabelEvent.model_validate(e, from_attributes=True) for e in detail.label_history
+        ],
+        flag_history=[
+            schemas.FlagEvent(
+                id=a.id,
+                flagged=a.kind == "flag",
+                reason=a.reason,
+                author=a.author,
+                created_at=a.created_at,
+            )
+            for a in detail.reviews
+            if a.kind in ("flag", "unflag") and a.undone_by is None
+        ],
+        review_history=[
+            schemas.ReviewActionOut.model_validate(a, from_attributes=True) for a in detail.reviews
+        ],
+        previous_id=detail.previous_id,
+        next_id=detail.next_id,
+    )

@@ -15,25 +15,18 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from ..sampler import HeapqSampler, SamplerListener
 from ..store.batches import Batch
 from ..store.engine import create_store_engine, is_sqlite
-from ..store.ingest import now
 from ..store.migrations import ensure_schema
-from ..store.models import (
-    DecisionRecord,
-    LabelChangeRecord,
-    RunRecord,
-    SampleRecord,
-    SampleStateRecord,
-)
+from ..store.recording import mark_ended, poll_decisions, restore_run
+from ..store.registration import next_seq, register_dataset, register_run
 from .aggregate import aggregate_epoch, epoch_summary
 from .live_labels import LiveLabels
-from .registration import next_seq, register_dataset, register_run
 from .registry import DatasetDescription, describe_dataset
 from .writer import BatchWriter, DeliveryReport
 
@@ -232,7 +225,7 @@ class Recorder(SamplerListener):
                 connection, self.run_name, dataset_id, self.config, self.record_visits
             )
             self._seq = next_seq(connection, run_id)
-            self._restore(connection)
+            self._restore(connection, run_id, dataset_id)
         self.dataset_id, self.run_id = dataset_id, run_id
         return run_id
 
@@ -258,12 +251,9 @@ class Recorder(SamplerListener):
         self.report = self._writer.close(self.close_timeout)
         try:
             assert self._engine is not None
+            assert self.run_id is not None
             with self._engine.begin() as connection:
-                connection.execute(
-                    update(RunRecord)
-                    .where(RunRecord.id == self.run_id)
-                    .values(status=status, ended_at=now(), heartbeat_at=now())
-                )
+                mark_ended(connection, self.run_id, status)
         except Exception as error:
             log.warning("datasetq recorder: could not mark the run %s: %s", status, error)
         if not self.report.ok:
@@ -457,33 +447,13 @@ class Recorder(SamplerListener):
     def _background_poll(self) -> None:
         """Heartbeat, and fetch decisions made since the last poll (runs on the writer thread)."""
         assert self._engine is not None
+        assert self.run_id is not None
+        assert self.dataset_id is not None
         with self._engine.begin() as connection:
-            connection.execute(
-                update(RunRecord).where(RunRecord.id == self.run_id).values(heartbeat_at=now())
+            found = poll_decisions(
+                connection, self.run_id, self.dataset_id, self._decision_cursor, self._label_cursor
             )
-            decisions = connection.execute(
-                select(
-                    DecisionRecord.id,
-                    DecisionRecord.sample_id,
-                    DecisionRecord.action,
-                    DecisionRecord.run_id,
-                )
-                .where(
-                    DecisionRecord.dataset_id == self.dataset_id,
-                    DecisionRecord.id > self._decision_cursor,
-                )
-                .order_by(DecisionRecord.id)
-            ).all()
-            labels = connection.execute(
-                select(
-                    LabelChangeRecord.id, LabelChangeRecord.sample_id, LabelChangeRecord.new_label
-                )
-                .where(
-                    LabelChangeRecord.dataset_id == self.dataset_id,
-                    LabelChangeRecord.id > self._label_cursor,
-                )
-                .order_by(LabelChangeRecord.id)
-            ).all()
+        decisions, labels = found.job, found.labels
         with self._lock:
             for decision_id, sample_id, action, run_id in decisions:
                 self._decision_cursor = decision_id
@@ -495,52 +465,20 @@ class Recorder(SamplerListener):
                     self._incoming.append(("label", sample_id, new_label, None))
 
     # ------------------------------------------------------------------ resuming
-    def _restore(self, connection: Any) -> None:
+    def _restore(self, connection: Any, run_id: int, dataset_id: int) -> None:
         """Continues a run: per-sample sums, current labels, and cursors past old decisions."""
-        rows = connection.execute(
-            select(
-                SampleStateRecord.sample_id,
-                SampleStateRecord.loss_reports,
-                SampleStateRecord.mean_loss,
-                SampleStateRecord.max_loss,
-                SampleStateRecord.last_loss,
-                SampleStateRecord.last_epoch,
-                SampleStateRecord.score,
-                SampleStateRecord.coverage_epochs,
-            ).where(SampleStateRecord.run_id == self.run_id)
-        ).all()
-        if rows:
-            ids, reports, mean, maximum, last, last_epoch, score, covered = (
-                np.array(c) for c in zip(*rows, strict=True)
-            )
-            ids = ids.astype(np.int64)
-            reports = reports.astype(np.int64)
-            self._loss_reports[ids] = reports
-            self._loss_sum[ids] = np.nan_to_num(mean.astype(float)) * reports
-            self._loss_max[ids] = maximum.astype(float)
-            self._last_loss[ids] = last.astype(float)
-            self._last_epoch[ids] = np.where(last_epoch == None, -1, last_epoch).astype(np.int64)  # noqa: E711
-            covered = np.where(covered == None, 0, covered).astype(np.int64)  # noqa: E711
-            self._coverage_epochs[ids] = covered
-            self._coverage_sum[ids] = np.nan_to_num(score.astype(float)) * covered
-        labels = connection.execute(
-            select(SampleRecord.sample_id, SampleRecord.current_label).where(
-                SampleRecord.dataset_id == self.dataset_id,
-                SampleRecord.current_label != SampleRecord.original_label,
-            )
-        ).all()
-        if labels:
-            changed_ids, changed_labels = (np.array(c) for c in zip(*labels, strict=True))
-            known = changed_labels != None  # noqa: E711
-            self.labels[changed_ids[known].astype(np.int64)] = changed_labels[known].astype(
-                np.int64
-            )
-        self._decision_cursor = connection.execute(
-            select(func.coalesce(func.max(DecisionRecord.id), 0))
-        ).scalar_one()
-        self._label_cursor = connection.execute(
-            select(func.coalesce(func.max(LabelChangeRecord.id), 0))
-        ).scalar_one()
+        restored = restore_run(connection, run_id, dataset_id)
+        ids = restored.ids
+        self._loss_reports[ids] = restored.loss_reports
+        self._loss_sum[ids] = np.nan_to_num(restored.mean_loss) * restored.loss_reports
+        self._loss_max[ids] = restored.max_loss
+        self._last_loss[ids] = restored.last_loss
+        self._last_epoch[ids] = restored.last_epoch
+        self._coverage_epochs[ids] = restored.coverage_epochs
+        self._coverage_sum[ids] = np.nan_to_num(restored.score) * restored.coverage_epochs
+        self.labels[restored.relabeled_ids] = restored.relabeled_to
+        self._decision_cursor = restored.last_decision
+        self._label_cursor = restored.last_label_change
 
 
 def _default_spill_dir(url: str) -> Path:

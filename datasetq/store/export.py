@@ -22,7 +22,8 @@ import numpy as np
 from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
-from .models import DatasetRecord, RunRecord, SampleRecord, SampleStateRecord
+from .models import SampleRecord, SampleStateRecord
+from .runs import RunInfo
 
 __all__ = [
     "EVICTED_POLICIES",
@@ -73,7 +74,7 @@ def _check_policy(policy: str) -> None:
         raise ValueError(f"evicted should be one of {EVICTED_POLICIES}, but got {policy!r}")
 
 
-def _state_of(run: RunRecord) -> ColumnElement[bool]:
+def _state_of(run: RunInfo) -> ColumnElement[bool]:
     """Joins a sample to its state in ``run`` (none for a sample the run never reported)."""
     return and_(
         SampleStateRecord.run_id == run.id,
@@ -90,10 +91,9 @@ def labels_fingerprint(labels: Any) -> str:
     return hashlib.sha256(array.tobytes()).hexdigest()
 
 
-def manifest_header(
-    session: Session, dataset: DatasetRecord, run: RunRecord, policy: str
-) -> dict[str, Any]:
+def manifest_header(session: Session, run: RunInfo, policy: str) -> dict[str, Any]:
     """What identifies the dataset a manifest belongs to (checked when it is loaded)."""
+    dataset = run.dataset
     original = session.execute(
         select(SampleRecord.original_label)
         .where(SampleRecord.dataset_id == dataset.id)
@@ -112,9 +112,10 @@ def manifest_header(
 
 
 def manifest_rows(
-    session: Session, dataset: DatasetRecord, run: RunRecord, policy: str, chunk: int = 10_000
+    session: Session, run: RunInfo, policy: str, chunk: int = 10_000
 ) -> Iterator[dict[str, Any]]:
     """Every sample of the run's dataset in id order, read ``chunk`` rows at a time."""
+    dataset = run.dataset
     _check_policy(policy)
     names = dataset.class_names
     after = -1
@@ -156,10 +157,9 @@ def manifest_rows(
         after = rows[-1][0]
 
 
-def manifest_counts(
-    session: Session, dataset: DatasetRecord, run: RunRecord, policy: str
-) -> ExportCounts:
+def manifest_counts(session: Session, run: RunInfo, policy: str) -> ExportCounts:
     """The counts :func:`manifest_rows` gives for ``policy``, from one grouped query."""
+    dataset = run.dataset
     _check_policy(policy)
     evicted = SampleStateRecord.evicted_epoch.is_not(None)
     groups = session.execute(

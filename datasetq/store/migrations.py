@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -11,13 +9,14 @@ from sqlalchemy import Column, Engine, MetaData, PrimaryKeyConstraint, String, T
 
 from alembic import command
 
+from .._resources import migration_scripts
 from ..errors import StoreError
 from .engine import create_store_engine
 from .models import Base
 
 __all__ = ["create_at_head", "current_revision", "ensure_schema", "head_revision", "upgrade"]
 
-ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+ALEMBIC_DIR = migration_scripts()
 # The revision the models describe; a test checks it is the migration scripts' head. Known
 # here, a Recorder checks a database without loading the scripts.
 SCHEMA_REVISION = "0005"

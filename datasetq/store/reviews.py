@@ -23,7 +23,7 @@ from typing import Literal
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from ..errors import DatasetqError
+from ..errors import ConflictError, InvalidRequestError, NotFoundError
 from .ingest import now
 from .models import (
     DecisionRecord,
@@ -32,28 +32,35 @@ from .models import (
     ReviewEntryRecord,
     SampleRecord,
 )
+from .runs import RunInfo
 
 __all__ = [
     "ReviewAction",
     "ReviewConflict",
     "ReviewKind",
     "ReviewNotFound",
+    "check_label",
+    "check_samples",
+    "decide",
+    "queue_for_job",
     "record_action",
     "review_actions",
     "sample_reviews",
+    "set_note",
     "undo_action",
     "undo_latest",
+    "undo_latest_relabel",
 ]
 
 ReviewKind = Literal["relabel", "keep", "drop", "flag", "unflag"]
 KINDS: tuple[str, ...] = ("relabel", "keep", "drop", "flag", "unflag")
 
 
-class ReviewNotFound(DatasetqError, LookupError):
+class ReviewNotFound(NotFoundError):
     """The action named does not exist in this dataset."""
 
 
-class ReviewConflict(DatasetqError):
+class ReviewConflict(ConflictError):
     """The action cannot be undone (already undone, or itself an undo)."""
 
 
@@ -401,3 +408,65 @@ def queue_for_job(
             for sample_id in sample_ids
         ],
     )
+
+
+# ------------------------------------------------------------------ decisions on a run's samples
+def check_label(run: RunInfo, label: int) -> None:
+    """Raises :class:`InvalidRequestError` for a label that is not a class of the dataset."""
+    classes = len(run.dataset.class_names)
+    if not 0 <= label < classes:
+        raise InvalidRequestError(
+            f"label {label} is not a class of dataset {run.dataset.name!r} (0 to {classes - 1})"
+        )
+
+
+def check_samples(run: RunInfo, sample_ids: Sequence[int]) -> list[int]:
+    """The distinct ids, ascending; :class:`InvalidRequestError` if one is not in the dataset."""
+    unique = sorted(set(sample_ids))
+    bad = [i for i in unique if not 0 <= i < run.dataset.num_samples]
+    if bad:
+        raise InvalidRequestError(
+            f"samples {bad[:10]} are not in run {run.id} ({run.dataset.num_samples} samples)"
+        )
+    return unique
+
+
+def decide(
+    session: Session,
+    run: RunInfo,
+    kind: ReviewKind,
+    sample_ids: Sequence[int],
+    author: str,
+    *,
+    label: int | None = None,
+    reason: str | None = None,
+) -> ReviewAction:
+    """Records one reviewer action on samples of ``run``'s dataset, checked first; the caller
+    commits. Raises :class:`InvalidRequestError` for unknown samples, a label outside the
+    classes, or a label given to anything but a relabel."""
+    if (kind == "relabel") != (label is not None):
+        raise InvalidRequestError("label is required for a relabel, and only for a relabel")
+    ids = check_samples(run, sample_ids)
+    if label is not None:
+        check_label(run, label)
+    return record_action(
+        session, run.dataset.id, run.id, kind, ids, author, label=label, reason=reason
+    )
+
+
+def set_note(session: Session, run: RunInfo, sample_id: int, note: str | None) -> None:
+    """A note is free text on the sample, not a decision: it is not part of the log."""
+    sample = session.get(SampleRecord, (run.dataset.id, sample_id))
+    if sample is not None:
+        sample.note = note
+
+
+def undo_latest_relabel(
+    session: Session, run: RunInfo, sample_id: int, author: str
+) -> ReviewAction:
+    """Undoes the latest relabel of one sample that still stands (the whole action); raises
+    :class:`ConflictError` when there is none."""
+    for action in reversed(sample_reviews(session, run.dataset.id, sample_id)):
+        if action.kind == "relabel" and action.undone_by is None:
+            return undo_action(session, run.dataset.id, action.id, author, run.id)
+    raise ConflictError(f"Sample {sample_id} has no label change to undo")

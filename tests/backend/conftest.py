@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from datasetq.server.app import create_app
+from datasetq.server.settings import Settings
 from fastapi.testclient import TestClient
 
-from backend.app import create_app
-from backend.settings import Settings
 from datasetq import HeapqSampler, Recorder
 from datasetq.datasets import EmbeddedMNIST
 from datasetq.training import MNISTSplit

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import schemathesis
+from datasetq.server.app import create_app
+from datasetq.server.settings import Settings
 from hypothesis import HealthCheck, given, settings
 
-from backend.app import create_app
-from backend.settings import Settings
 from datasetq.cli import main
 
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+from datasetq.server.server import BackgroundServer
+from datasetq.server.settings import Settings
 
-from backend.server import BackgroundServer
-from backend.settings import Settings
 from datasetq.cli import _start_server
 from datasetq.store.migrations import upgrade
 

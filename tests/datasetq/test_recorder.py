@@ -22,12 +22,8 @@ from datasetq.store.models import (
     SampleStateRecord,
     VisitRecord,
 )
-from datasetq.store.queries import (
-    effective_status,
-    hardest_samples,
-    sample_trajectory,
-    visit_histogram,
-)
+from datasetq.store.runs import effective_status, require_run, run_epochs
+from datasetq.store.samples import Filters, sample_page, sample_trajectory
 
 from .recording import TinyDataset, train_recorded
 
@@ -104,12 +100,14 @@ def test_queries_answer_what_the_dashboard_asks(store_url):
         sampler, reports = train_recorded(recorder, dataset, epochs=3)
     engine = create_store_engine(store_url)
     try:
-        with engine.connect() as connection:
-            run_id = connection.execute(select(RunRecord.id)).scalar_one()
-            top = hardest_samples(connection, run_id, limit=5)
+        with Session(engine) as session:
+            run_id = session.execute(select(RunRecord.id)).scalar_one()
+            run = require_run(session, run_id)
+            page = sample_page(session, run, "loss", True, 5, None, Filters())
             expected_top = np.argsort(-sampler.loss, kind="stable")[:5]
-            assert sorted(r[0] for r in top) == sorted(expected_top.tolist())
-            trajectory = sample_trajectory(connection, run_id, 10, epochs=3)
+            assert sorted(r.sample_id for r in page.items) == sorted(expected_top.tolist())
+            assert page.total == len(dataset)
+            trajectory = sample_trajectory(session.connection(), run_id, 10, epochs=3)
             mine = [
                 (e, loss)
                 for e, ids, losses in reports
@@ -124,7 +122,7 @@ def test_queries_answer_what_the_dashboard_asks(store_url):
                 assert per_epoch[epoch][2] == pytest.approx(values[-1], rel=1e-6)
                 assert per_epoch[epoch][3] == pytest.approx(np.mean(values), rel=1e-6)
                 assert per_epoch[epoch][4] == pytest.approx(max(values), rel=1e-6)
-            histogram = visit_histogram(connection, run_id)
+            histogram = run_epochs(session, run_id)[-1].summary["visit_histogram"]
             assert histogram == np.bincount(sampler.visits).tolist()
     finally:
         engine.dispose()
@@ -303,7 +301,7 @@ def test_registers_every_sample_label_and_source(store_url, tmp_path, monkeypatc
     registration is cut into several statements and names need escaping."""
     from torchvision.datasets import ImageFolder
 
-    from datasetq.recorder import registration
+    from datasetq.store import registration
 
     monkeypatch.setattr(registration, "JSON_CHUNK", 4)  # 11 samples: three statements
     names = ["a.png", "ä ö.png", 'quote".png', "back\\slash.png", "tab\tname.png", "€.png"]

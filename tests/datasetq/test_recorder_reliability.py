@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from datasetq import DataLoader, HeapqSampler, Recorder
 from datasetq.store.engine import create_store_engine
@@ -27,7 +28,8 @@ from datasetq.store.models import (
     RunRecord,
     VisitRecord,
 )
-from datasetq.store.queries import hardest_samples
+from datasetq.store.runs import get_run
+from datasetq.store.samples import Filters, sample_page
 from tests.store_fixtures import postgres_schema_url
 
 from .recording import TinyDataset, synthetic_loss
@@ -107,9 +109,12 @@ def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path):
 
         def reader() -> None:  # a dashboard reading while everybody writes
             while not stop.is_set():
-                with engine.connect() as connection:
+                with Session(engine) as session:
                     for run_id in range(1, writers + 1):
-                        reads.append(len(hardest_samples(connection, run_id, 10)))
+                        run = get_run(session, run_id)
+                        if run is not None:
+                            page = sample_page(session, run, "loss", True, 10, None, Filters())
+                            reads.append(len(page.items))
                 time.sleep(0.05)
 
         thread = threading.Thread(target=reader)

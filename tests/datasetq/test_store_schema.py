@@ -21,7 +21,7 @@ from datasetq.store.migrations import (
     upgrade,
 )
 from datasetq.store.models import Base
-from datasetq.store.queries import sample_trajectory
+from datasetq.store.samples import sample_trajectory
 
 from .recording import TinyDataset, train_recorded
 

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from datasetq.server.server import BackgroundServer
+from datasetq.server.settings import Settings
 
-from backend.server import BackgroundServer
-from backend.settings import Settings
 from tests.backend.conftest import FLIPPED, query, seed
 
 CHROMIUM = "/usr/bin/chromium"

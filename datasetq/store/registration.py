@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import func, insert, select, update
 
 from ..errors import StoreError
-from ..store.ingest import bulk_insert, now
-from ..store.models import DatasetRecord, IngestBatchRecord, RunRecord
-from .registry import DatasetDescription
+from .ingest import bulk_insert, now
+from .models import DatasetRecord, IngestBatchRecord, RunRecord
 
 __all__ = ["next_seq", "register_dataset", "register_run"]
 
@@ -23,6 +24,25 @@ SAMPLE_COLUMNS = (
     "source",
     "flagged",
 )
+
+
+class DatasetDescription(Protocol):
+    """What the store registers of a dataset (the recorder's ``DatasetDescription``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def num_samples(self) -> int: ...
+    @property
+    def class_names(self) -> list[str]: ...
+    @property
+    def render(self) -> dict[str, Any]: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def labels(self) -> npt.NDArray[np.int64] | None: ...
+    @property
+    def sources(self) -> list[str] | None: ...
 
 
 def register_dataset(connection: Any, description: DatasetDescription) -> int:
