@@ -20,6 +20,13 @@ from PIL import Image
 
 from datasetq.datasets import EmbeddedMNIST
 from datasetq.errors import NotFoundError
+from datasetq.render import (
+    CallableRender,
+    EmbeddedMNISTRender,
+    ImageFolderRender,
+    RenderSpec,
+    TorchvisionRender,
+)
 
 from .settings import Settings
 
@@ -37,7 +44,7 @@ class ImageRenderer:
         self._datasets: dict[str, Any] = {}
 
     def png(
-        self, dataset_id: int, render: dict[str, Any], sample_id: int, source: str | None, size: int
+        self, dataset_id: int, render: RenderSpec, sample_id: int, source: str | None, size: int
     ) -> tuple[bytes, str]:
         key = (dataset_id, sample_id, size)
         with self._lock:
@@ -62,16 +69,15 @@ class ImageRenderer:
                 self._cache.popitem(last=False)
         return entry
 
-    def _image(self, render: dict[str, Any], sample_id: int, source: str | None) -> Image.Image:
-        kind = render.get("kind")
-        if kind == "embedded_mnist":
+    def _image(self, render: RenderSpec, sample_id: int, source: str | None) -> Image.Image:
+        if isinstance(render, EmbeddedMNISTRender):
             mnist = self._dataset("embedded_mnist", EmbeddedMNIST)
             index = int(source) if source is not None else sample_id
             if not 0 <= index < len(mnist.data):
                 raise NotFoundError(f"No image for sample {sample_id}")
             return Image.fromarray(mnist.data[index].numpy(), mode="L")
-        if kind == "image_folder":
-            root = self._allowed_root(render.get("root"))
+        if isinstance(render, ImageFolderRender):
+            root = self._allowed_root(render.root)
             if source is None:
                 raise NotFoundError(f"No image for sample {sample_id}")
             path = (root / source).resolve()
@@ -80,16 +86,16 @@ class ImageRenderer:
             with Image.open(path) as opened:
                 opened.load()
                 return opened.copy()
-        if kind == "torchvision":
-            root = self._allowed_root(render.get("root"))
+        if isinstance(render, TorchvisionRender):
+            root = self._allowed_root(render.root)
             dataset = self._torchvision(render, root)
             index = int(source) if source is not None else sample_id
             image = dataset[index][0]
             if not isinstance(image, Image.Image):
                 raise NotFoundError(f"No image for sample {sample_id}")
             return image
-        if kind == "callable" and self.settings.render_callables:
-            module, _, name = str(render.get("target", "")).partition(":")
+        if isinstance(render, CallableRender) and self.settings.render_callables:
+            module, _, name = render.target.partition(":")
             function = importlib.import_module(module)
             for part in name.split("."):
                 function = getattr(function, part)
@@ -98,9 +104,7 @@ class ImageRenderer:
                 return image
         raise NotFoundError(f"No image for sample {sample_id}")
 
-    def _allowed_root(self, root: Any) -> Path:
-        if not isinstance(root, str):
-            raise NotFoundError("This dataset has no image root")
+    def _allowed_root(self, root: str) -> Path:
         resolved = Path(root).resolve()
         if not any(
             resolved == allowed or resolved.is_relative_to(allowed) for allowed in self.roots
@@ -118,12 +122,16 @@ class ImageRenderer:
                 self._datasets[key] = factory()
             return self._datasets[key]
 
-    def _torchvision(self, render: dict[str, Any], root: Path) -> Any:
-        module, _, name = str(render.get("class", "")).rpartition(".")
+    def _torchvision(self, render: TorchvisionRender, root: Path) -> Any:
+        module, _, name = render.dataset_class.rpartition(".")
         if not module.startswith("torchvision.datasets"):
             raise NotFoundError("Unsupported dataset class")
         cls = getattr(importlib.import_module(module), name)
-        options = {k: render[k] for k in ("train", "split") if k in render}
+        options: dict[str, Any] = {}
+        if render.train is not None:
+            options["train"] = render.train
+        if render.split is not None:
+            options["split"] = render.split
         return self._dataset(
-            f"{render.get('class')}:{root}:{options}", lambda: cls(str(root), **options)
+            f"{render.dataset_class}:{root}:{options}", lambda: cls(str(root), **options)
         )

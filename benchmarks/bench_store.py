@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from datasetq import HeapqSampler, Recorder
-from datasetq.store.batches import Batch
+from datasetq.store.batches import make_batch
 from datasetq.store.engine import create_store_engine
 from datasetq.store.ingest import now, store_batch
 from datasetq.store.migrations import upgrade
-from datasetq.store.queries import hardest_samples, sample_trajectory, visit_histogram
+from datasetq.store.runs import require_run, review_counts, run_epochs
+from datasetq.store.samples import Filters, sample_detail, sample_page
 
 
 def fresh_sqlite(path: Path) -> None:
@@ -79,11 +81,11 @@ def writer_ingest(path: Path, ids: np.ndarray, losses: np.ndarray, n_samples: in
     n = len(ids)
     start = time.perf_counter()
     for k in range(0, n, 50_000):
-        batch = Batch(
-            seq=10_000 + k,
-            kind="visits",
-            meta={"epoch": 0},
-            arrays={"sample_id": ids[k : k + 50_000], "loss": losses[k : k + 50_000]},
+        batch = make_batch(
+            10_000 + k,
+            "visits",
+            {"epoch": 0},
+            {"sample_id": ids[k : k + 50_000], "loss": losses[k : k + 50_000]},
         )
         with engine.begin() as connection:
             store_batch(connection, 1, batch)
@@ -199,17 +201,17 @@ def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
         loss_sum += loss
         loss_max = np.maximum(loss_max, loss)
         evicted = np.where(rng.random(samples) < 0.001 * epoch, epoch, -1)
-        batch = Batch(
-            seq=epoch,
-            kind="epoch",
-            meta={
+        batch = make_batch(
+            epoch,
+            "epoch",
+            {
                 "epoch": epoch,
                 "draws": samples,
                 "evicted_total": int((evicted >= 0).sum()),
                 "evicted_new": 0,
                 "summary": {"visit_histogram": np.bincount(visits).tolist()},
             },
-            arrays={
+            {
                 "epoch_ids": ids,
                 "epoch_visits": np.ones(samples, np.int64),
                 "epoch_losses": loss.astype(np.float32),  # one visit each
@@ -223,6 +225,10 @@ def bench_scale(samples: int, epochs: int, keep: Path | None) -> None:
                 "state_evicted_epoch": evicted,
                 "state_pred": np.full(samples, -1),
                 "state_margin": np.full(samples, np.nan),
+                "state_score": loss_sum / visits,  # one report per epoch: the coverage mean
+                "state_coverage_epochs": visits,
+                "state_evidence_score": np.where(evicted >= 0, loss_sum / visits, np.nan),
+                "state_wrong_since": np.where(evicted >= 0, max(epoch - 2, 0), -1),
             },
         )
         with engine.begin() as connection:
@@ -258,28 +264,34 @@ def bench_queries(url: str) -> None:
 
 
 def measure_queries(url: str, samples: int, epochs: int, rng: np.random.Generator) -> None:
-    """p50 / p95 of the dashboard's three queries over 200 random samples each."""
+    """p50 / p95 of the store functions behind the dashboard's routes, 200 calls each."""
     reader = create_store_engine(url)
     timings: dict[str, list[float]] = {
-        "top-100 by latest loss": [],
-        "one sample's trajectory": [],
-        "visit histogram": [],
+        "run summary (epochs, counts)": [],
+        "top-60 by suspicion": [],
+        "evicted, by suspicion": [],
+        "one sample's detail": [],
     }
-    with reader.connect() as connection:
+    with Session(reader) as session:
+        run = require_run(session, 1)
         for _ in range(200):
             t = time.perf_counter()
-            hardest_samples(connection, 1, 100)
-            timings["top-100 by latest loss"].append(time.perf_counter() - t)
+            run_epochs(session, 1)
+            review_counts(session, run.dataset.id)
+            timings["run summary (epochs, counts)"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            sample_trajectory(connection, 1, int(rng.integers(samples)), epochs)
-            timings["one sample's trajectory"].append(time.perf_counter() - t)
+            sample_page(session, run, "score", True, 60, None, Filters())
+            timings["top-60 by suspicion"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            visit_histogram(connection, 1)
-            timings["visit histogram"].append(time.perf_counter() - t)
+            sample_page(session, run, "score", True, 60, None, Filters(evicted=True))
+            timings["evicted, by suspicion"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            sample_detail(session, run, int(rng.integers(samples)), "score")
+            timings["one sample's detail"].append(time.perf_counter() - t)
     reader.dispose()
     for name, values in timings.items():
         p50, p95 = np.percentile(values, [50, 95]) * 1e3
-        print(f"  {name:<26} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
+        print(f"  {name:<30} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
 
 
 def thread_cpu_seconds(thread) -> float:

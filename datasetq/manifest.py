@@ -182,10 +182,9 @@ def _describe(base: Any) -> tuple[np.ndarray | None, str | None]:
 
     description = describe_dataset(base)
     labels = description.labels
-    kind = description.render.get("kind")
     return (
         None if labels is None else np.asarray(labels, dtype=np.int64),
-        None if kind is None else str(kind),
+        description.render.kind,
     )
 
 

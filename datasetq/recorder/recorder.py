@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from ..sampler import HeapqSampler, SamplerListener
-from ..store.batches import Batch
+from ..store.batches import make_batch
 from ..store.engine import create_store_engine, is_sqlite
 from ..store.migrations import ensure_schema
 from ..store.recording import mark_ended, poll_decisions, restore_run
@@ -188,11 +188,7 @@ class Recorder(SamplerListener):
             engine.dispose()
             raise
         self._engine = engine
-        # Keyed by database and run: run ids repeat across databases.
-        database_key = hashlib.sha256(
-            make_url(self.url).render_as_string(hide_password=True).encode()
-        ).hexdigest()[:12]
-        run_spill = self.spill_dir / f"{database_key}-run-{run_id}"
+        run_spill = run_spill_dir(self.spill_dir, self.url, run_id)
         # Batches a previous process left in the spill keep their keys; new ones come after.
         spilled = [int(p.name.split("-")[0]) for p in run_spill.glob("*.npz")]
         self._seq = max([self._seq, *(s + 1 for s in spilled)])
@@ -329,7 +325,7 @@ class Recorder(SamplerListener):
 
     def _next_batch(self, kind: str, meta: dict[str, Any], arrays: dict[str, Any]) -> None:
         assert self._writer is not None
-        batch = Batch(seq=self._seq, kind=kind, meta=meta, arrays=arrays)
+        batch = make_batch(self._seq, kind, meta, arrays)
         self._seq += 1
         self._writer.submit(batch)
 
@@ -479,6 +475,15 @@ class Recorder(SamplerListener):
         self.labels[restored.relabeled_ids] = restored.relabeled_to
         self._decision_cursor = restored.last_decision
         self._label_cursor = restored.last_label_change
+
+
+def run_spill_dir(spill_dir: Path, url: str, run_id: int) -> Path:
+    """Where one run's undelivered batches wait: keyed by database and run, as run ids repeat
+    across databases."""
+    database_key = hashlib.sha256(
+        make_url(url).render_as_string(hide_password=True).encode()
+    ).hexdigest()[:12]
+    return spill_dir / f"{database_key}-run-{run_id}"
 
 
 def _default_spill_dir(url: str) -> Path:

@@ -17,6 +17,17 @@ import numpy as np
 import numpy.typing as npt
 from torch.utils.data import Subset
 
+from ..render import (
+    CallableRender,
+    EmbeddedMNISTRender,
+    ImageFolderRender,
+    NoRender,
+    RenderSpec,
+    TorchvisionRender,
+    render_from_json,
+    render_to_json,
+)
+
 __all__ = ["DatasetDescription", "describe_dataset"]
 
 
@@ -26,14 +37,14 @@ class DatasetDescription:
     num_samples: int
     labels: npt.NDArray[np.int64] | None
     class_names: list[str]
-    render: dict[str, Any]
+    render: RenderSpec
     sources: list[str] | None
 
     @property
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         digest.update(str(self.num_samples).encode())
-        digest.update(json.dumps(self.render, sort_keys=True).encode())
+        digest.update(json.dumps(render_to_json(self.render), sort_keys=True).encode())
         if self.labels is not None:
             digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
         return digest.hexdigest()
@@ -57,7 +68,7 @@ def describe_dataset(
     num_samples = len(dataset)
     spec, sources = _render_spec(base, positions)
     if render is not None:
-        spec = render if isinstance(render, dict) else _callable_spec(render)
+        spec = render_from_json(render) if isinstance(render, dict) else _callable_spec(render)
     found_labels = labels if labels is not None else _labels(dataset, base, positions)
     label_array = None if found_labels is None else np.asarray(found_labels, dtype=np.int64)
     if label_array is not None and label_array.shape != (num_samples,):
@@ -97,32 +108,31 @@ def _unwrap(dataset: Any) -> tuple[Any, npt.NDArray[np.int64] | None]:
     return current, positions
 
 
-def _render_spec(base: Any, positions: Any) -> tuple[dict[str, Any], list[str] | None]:
+def _render_spec(base: Any, positions: Any) -> tuple[RenderSpec, list[str] | None]:
     from torchvision.datasets import ImageFolder
 
     from ..datasets import EmbeddedMNIST
 
     if isinstance(base, EmbeddedMNIST) or type(base).__name__ == "MNISTSplit":
-        return {"kind": "embedded_mnist"}, _index_sources(base, positions)
+        return EmbeddedMNISTRender(), _index_sources(base, positions)
     if isinstance(base, ImageFolder):
         root = Path(base.root).resolve()
         paths = [Path(path).resolve() for path, _ in base.samples]
         relative = [str(p.relative_to(root)) for p in paths]
         if positions is not None:
             relative = [relative[i] for i in positions.tolist()]
-        return {"kind": "image_folder", "root": str(root)}, relative
+        return ImageFolderRender(root=str(root)), relative
     data_root = getattr(base, "root", None)
     if data_root is not None and hasattr(base, "data"):
-        spec = {
-            "kind": "torchvision",
-            "class": f"{type(base).__module__}.{type(base).__qualname__}",
-            "root": str(Path(data_root).resolve()),
-        }
-        for attribute in ("train", "split"):
-            if hasattr(base, attribute):
-                spec[attribute] = getattr(base, attribute)
+        train, split = getattr(base, "train", None), getattr(base, "split", None)
+        spec = TorchvisionRender(
+            dataset_class=f"{type(base).__module__}.{type(base).__qualname__}",
+            root=str(Path(data_root).resolve()),
+            train=bool(train) if train is not None else None,
+            split=str(split) if split is not None else None,
+        )
         return spec, _index_sources(base, positions)
-    return {"kind": "none"}, None
+    return NoRender(), None
 
 
 def _index_sources(base: Any, positions: Any) -> list[str] | None:
@@ -131,11 +141,11 @@ def _index_sources(base: Any, positions: Any) -> list[str] | None:
     return np.asarray(positions).astype(str).tolist()  # type: ignore[no-any-return]
 
 
-def _callable_spec(function: Callable[[int], Any]) -> dict[str, Any]:
+def _callable_spec(function: Callable[[int], Any]) -> RenderSpec:
     module, qualname = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
     if not module or "<" in qualname:
         raise ValueError("render should be an importable module-level function f(sample_id)")
-    return {"kind": "callable", "target": f"{module}:{qualname}"}
+    return CallableRender(target=f"{module}:{qualname}")
 
 
 def _labels(dataset: Any, base: Any, positions: Any) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from ..store.batches import Batch, read_batch, write_batch
+from ..store.batches import Batch, SpillFormatError, read_batch, write_batch
 from ..store.ingest import store_batch
 
 __all__ = ["BatchWriter", "DeliveryReport"]
@@ -208,6 +208,15 @@ class BatchWriter:
         for path in self.pending_files():
             try:
                 batch = read_batch(path)
+            except SpillFormatError as error:
+                log.warning(
+                    "datasetq recorder: %s; kept as %s (rename it back to .npz to replay)",
+                    error,
+                    path.with_suffix(".newer").name,
+                )
+                path.rename(path.with_suffix(".newer"))
+                self._unspilled()
+                continue
             except (OSError, ValueError, KeyError) as error:
                 log.warning(
                     "datasetq recorder: unreadable spill file %s kept aside: %s", path, error

@@ -105,7 +105,7 @@ def manifest_header(session: Session, run: RunInfo, policy: str) -> dict[str, An
         "dataset": dataset.name,
         "num_samples": dataset.num_samples,
         "labels_sha256": labels_fingerprint(list(original)),
-        "source_kind": (dataset.render or {}).get("kind"),
+        "source_kind": dataset.render.kind,
         "run": run.name,
         "evicted": policy,
     }

@@ -14,30 +14,14 @@ import numpy as np
 from sqlalchemy import Connection, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .batches import Batch
+from .batches import STATE_COLUMNS, Batch, Column
 from .models import VISIT_BLOCK, IngestBatchRecord, RunEpochRecord, RunRecord
 
 __all__ = ["store_batch"]
 
 EPOCH_BLOCK_COLUMNS = ("run_id", "epoch", "block", "visits", "losses")
 EPOCH_BLOCK_KEYS = ("run_id", "epoch", "block")
-STATE_COLUMNS = (
-    "run_id",
-    "sample_id",
-    "visits",
-    "loss_reports",
-    "last_loss",
-    "mean_loss",
-    "max_loss",
-    "last_epoch",
-    "evicted_epoch",
-    "last_pred",
-    "last_margin",
-    "score",
-    "coverage_epochs",
-    "evidence_score",
-    "wrong_since",
-)
+STATE_TABLE_COLUMNS = ("run_id", *(c.store_as for c in STATE_COLUMNS if c.store_as))
 
 
 def now() -> datetime:
@@ -156,26 +140,18 @@ def _store_epoch(connection: Connection, run_id: int, batch: Batch) -> None:
 def _store_state(connection: Connection, run_id: int, a: dict[str, Any]) -> None:
     """Upserts the latest state of the samples that changed since the last state write."""
     count = len(a["state_ids"])
-    rows = zip(
-        [run_id] * count,
-        a["state_ids"].tolist(),
-        a["state_visits"].tolist(),
-        a["state_reports"].tolist(),
-        _nullable(a["state_last"]),
-        _nullable(a["state_mean"]),
-        _nullable(a["state_max"]),
-        _nullable_int(a["state_last_epoch"]),
-        _nullable_int(a["state_evicted_epoch"]),
-        _nullable_int(a["state_pred"]),
-        _nullable(a["state_margin"]),
-        # Batches spilled before these columns existed replay without them.
-        _nullable(a.get("state_score", np.full(count, np.nan))),
-        _nullable_int(a.get("state_coverage_epochs", np.full(count, -1))),
-        _nullable(a.get("state_evidence_score", np.full(count, np.nan))),
-        _nullable_int(a.get("state_wrong_since", np.full(count, -1))),
-        strict=True,
-    )
-    bulk_upsert(connection, "sample_state", STATE_COLUMNS, ("run_id", "sample_id"), rows)
+    values = [_stored(column, a[column.array]) for column in STATE_COLUMNS]
+    rows = zip([run_id] * count, *values, strict=True)
+    bulk_upsert(connection, "sample_state", STATE_TABLE_COLUMNS, ("run_id", "sample_id"), rows)
+
+
+def _stored(column: Column, values: Any) -> list[Any]:
+    """A column's values as the store takes them, with its NULL marker as None."""
+    if column.null == "nan":
+        return _nullable(values)
+    if column.null == "negative":
+        return _nullable_int(values)
+    return values.tolist()  # type: ignore[no-any-return]
 
 
 def _store_evictions(connection: Connection, run_id: int, batch: Batch) -> None:

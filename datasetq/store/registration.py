@@ -10,6 +10,7 @@ import numpy.typing as npt
 from sqlalchemy import func, insert, select, update
 
 from ..errors import StoreError
+from ..render import RenderSpec, render_to_json
 from .ingest import bulk_insert, now
 from .models import DatasetRecord, IngestBatchRecord, RunRecord
 
@@ -36,7 +37,7 @@ class DatasetDescription(Protocol):
     @property
     def class_names(self) -> list[str]: ...
     @property
-    def render(self) -> dict[str, Any]: ...
+    def render(self) -> RenderSpec: ...
     @property
     def fingerprint(self) -> str: ...
     @property
@@ -65,7 +66,7 @@ def register_dataset(connection: Any, description: DatasetDescription) -> int:
                 name=description.name,
                 num_samples=description.num_samples,
                 class_names=description.class_names,
-                render=description.render,
+                render=render_to_json(description.render),
                 fingerprint=description.fingerprint,
                 created_at=now(),
             )

@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError
+from ..render import NoRender, RenderSpec, render_from_json
 from .models import DatasetRecord, RunEpochRecord, RunRecord
 
 __all__ = [
@@ -49,7 +50,7 @@ class DatasetInfo:
     name: str
     num_samples: int
     class_names: list[str]
-    render: dict[str, Any]
+    render: RenderSpec
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _info(run: RunRecord, dataset: DatasetRecord) -> RunInfo:
             name=dataset.name,
             num_samples=dataset.num_samples,
             class_names=list(dataset.class_names),
-            render=dict(dataset.render or {}),
+            render=_render(dataset.render),
         ),
         status=run.status,
         started_at=run.started_at,
@@ -94,6 +95,13 @@ def _info(run: RunRecord, dataset: DatasetRecord) -> RunInfo:
         epochs=run.epochs,
         config=dict(run.config or {}),
     )
+
+
+def _render(stored: Any) -> RenderSpec:
+    try:
+        return render_from_json(stored)
+    except ValueError:  # written by a newer datasetq, or by hand: shown without images
+        return NoRender()
 
 
 _RUNS = select(RunRecord, DatasetRecord).join(

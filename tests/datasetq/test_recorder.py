@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from datasetq import HeapqSampler, Recorder
-from datasetq.store.batches import Batch
+from datasetq.store.batches import make_batch
 from datasetq.store.engine import create_store_engine
 from datasetq.store.ingest import store_batch
 from datasetq.store.models import (
@@ -132,11 +132,8 @@ def test_a_batch_sent_twice_is_stored_once(store_url):
     dataset = TinyDataset(30)
     recorder = Recorder(store_url, run="dup", dataset=dataset, record_visits=True).open()
     recorder.close()
-    batch = Batch(
-        seq=10_000,
-        kind="visits",
-        meta={"epoch": 0},
-        arrays={"sample_id": np.arange(5), "loss": np.ones(5, np.float32)},
+    batch = make_batch(
+        10_000, "visits", {"epoch": 0}, {"sample_id": np.arange(5), "loss": np.ones(5)}
     )
     engine = create_store_engine(store_url, write=True)
     try:
