@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
-from collections.abc import Iterator
-from typing import Annotated
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -23,14 +26,55 @@ def get_engine(request: Request) -> Engine:
     return engine
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine) as session:
+# Async, so that closing never waits for a worker thread (it usually has nothing left to do:
+# ReleasingRoute closed the session on the route's own thread).
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    session = Session(request.app.state.engine)
+    try:
         yield session
+    finally:
+        session.close()
 
 
-def get_write_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.write_engine) as session:
+async def get_write_session(request: Request) -> AsyncIterator[Session]:
+    session = Session(request.app.state.write_engine)
+    try:
         yield session
+    finally:
+        session.close()
+
+
+class ReleasingRoute(APIRoute):
+    """A route whose database session is closed on the route's thread, when it returns.
+
+    FastAPI runs a sync route on a worker thread, then serialises its response on another:
+    a session left open until the request ends holds its connection across that second wait,
+    and a burst of requests larger than the pool deadlocked the server (every worker waiting
+    for a connection, every connection waiting for a worker). Closed here, a connection is
+    only ever held by a thread that is running.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        parameters = inspect.signature(endpoint).parameters
+        if not inspect.iscoroutinefunction(endpoint) and "session" in parameters:
+            endpoint = _closing_session(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _closing_session(route: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(route)
+    def closing(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return route(*args, **kwargs)
+        finally:
+            kwargs["session"].close()
+
+    return closing
+
+
+def api_router(prefix: str, tag: str) -> APIRouter:
+    """A router of the API: its routes release their database connection when they return."""
+    return APIRouter(prefix=prefix, tags=[tag], route_class=ReleasingRoute)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -52,7 +53,13 @@ class ImageRenderer:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        image = self._image(render, sample_id, source)
+        try:
+            image = self._image(render, sample_id, source)
+        except (OSError, ValueError, IndexError) as error:  # PIL's UnidentifiedImageError too
+            raise NotFoundError(
+                f"No image for sample {sample_id}: its file could not be read as an image "
+                f"({type(error).__name__})"
+            ) from None
         if size:
             image.thumbnail((size, size))
         elif max(image.size) > MAX_SIDE:
@@ -106,9 +113,7 @@ class ImageRenderer:
 
     def _allowed_root(self, root: str) -> Path:
         resolved = Path(root).resolve()
-        if not any(
-            resolved == allowed or resolved.is_relative_to(allowed) for allowed in self.roots
-        ):
+        if not self._inside_roots(resolved):
             raise HTTPException(
                 status_code=403,
                 detail="This dataset's folder is not under a configured data root "
@@ -132,6 +137,24 @@ class ImageRenderer:
             options["train"] = render.train
         if render.split is not None:
             options["split"] = render.split
-        return self._dataset(
-            f"{render.dataset_class}:{root}:{options}", lambda: cls(str(root), **options)
-        )
+
+        def build() -> Any:
+            # torchvision opens its files itself, following links: none may lead out.
+            self._refuse_links_out(root)
+            return cls(str(root), **options)
+
+        return self._dataset(f"{render.dataset_class}:{root}:{options}", build)
+
+    def _refuse_links_out(self, root: Path) -> None:
+        for folder, folders, files in os.walk(root):
+            for name in (*folders, *files):
+                entry = Path(folder) / name
+                if entry.is_symlink() and not self._inside_roots(entry.resolve()):
+                    raise HTTPException(
+                        status_code=403,
+                        detail="This dataset's folder links to files outside the configured "
+                        "data roots (DATASETQ_DATA_ROOTS); its images are not served",
+                    )
+
+    def _inside_roots(self, path: Path) -> bool:
+        return any(path == allowed or path.is_relative_to(allowed) for allowed in self.roots)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from datasetq.store.runs import RunInfo
 from datasetq.store.samples import SortKey
 
 __all__ = ["SortKey"]  # and every model below
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back its timezone-aware columns without the zone; they are stored in UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 
 class Strict(BaseModel):
@@ -23,9 +31,9 @@ class RunPublic(BaseModel):
     dataset_id: int
     dataset_name: str
     status: Literal["running", "finished", "failed", "interrupted"]
-    started_at: datetime
-    ended_at: datetime | None
-    heartbeat_at: datetime
+    started_at: Timestamp
+    ended_at: Timestamp | None
+    heartbeat_at: Timestamp
     epochs: int
     num_samples: int
 
@@ -106,7 +114,7 @@ class LabelEvent(BaseModel):
     new_label: int | None
     reason: str | None
     author: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class FlagEvent(BaseModel):
@@ -114,7 +122,7 @@ class FlagEvent(BaseModel):
     flagged: bool
     reason: str | None
     author: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class EpochStat(BaseModel):
@@ -214,7 +222,7 @@ class ReviewActionOut(BaseModel):
     label: int | None
     reason: str | None
     author: str
-    created_at: datetime
+    created_at: Timestamp
     samples: int
     run_id: int | None
     undoes: int | None = Field(description="for an undo: the action it undid")

@@ -23,7 +23,8 @@ class GuardMiddleware:
     """Refuses requests that could come from another site or carry too much.
 
     - ``Host`` must be one of ``allowed_hosts`` (DNS rebinding).
-    - A write with an ``Origin`` header must come from an allowed host (CSRF from a web page).
+    - A request with an ``Origin`` header must come from an allowed host: another site's page
+      can neither write (CSRF) nor hold event streams open on this server.
     - A write must be ``application/json`` (a form or ``text/plain`` post is refused: those
       are the bodies a page can send cross-site without a preflight).
     - Bodies over ``max_body_bytes`` are refused with 413.
@@ -44,11 +45,11 @@ class GuardMiddleware:
         if host not in self.allowed_hosts:
             await _refuse(send, 400, f"Host {headers.get('host', '')!r} is not allowed")
             return
+        origin = headers.get("origin")
+        if origin is not None and _hostname(urlsplit(origin).netloc) not in self.allowed_hosts:
+            await _refuse(send, 403, f"Origin {origin!r} may not use this server")
+            return
         if method in WRITE_METHODS:
-            origin = headers.get("origin")
-            if origin is not None and _hostname(urlsplit(origin).netloc) not in self.allowed_hosts:
-                await _refuse(send, 403, f"Origin {origin!r} may not write here")
-                return
             content_type = headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/json":
                 await _refuse(send, 415, "Write requests must send application/json")

@@ -37,7 +37,11 @@ class BackgroundServer:
         self.host = host
         self.port = port or _free_port(host)
         config = uvicorn.Config(
-            create_app(settings), host=host, port=self.port, log_level=log_level
+            create_app(settings),
+            host=host,
+            port=self.port,
+            log_level=log_level,
+            timeout_graceful_shutdown=2,  # open event streams never hold a stop up
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="datasetq-web", daemon=True)

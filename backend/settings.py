@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     image_cache_items: int = 4096
     events_poll_seconds: float = 1.0
+    # Open event streams: beyond these a new one is refused (429 per client, 503 in all).
+    max_event_streams: int = 64
+    max_event_streams_per_client: int = 8
+    # Threads that run routes; each engine pools as many connections.
+    worker_threads: int = Field(default=16, ge=1, le=256)
+    # Seconds a request waits for a database connection before it is answered 503.
+    pool_timeout: float = 10.0
 
     @field_validator("data_roots", mode="before")
     @classmethod

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
 from datasetq.server.server import BackgroundServer
 from datasetq.server.settings import Settings
-
 from datasetq.store.migrations import upgrade
 
 

@@ -148,7 +148,8 @@ def run_serve(url: str | None, host: str, port: int, data_roots: Sequence[str] =
         return 1
     print(f"datasetq: serving {settings.db} at http://{host}:{port}", flush=True)
     os.environ.setdefault("DATASETQ_DB", settings.db)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # Open event streams end with the server: a stop takes at most this long.
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return 0
 
 

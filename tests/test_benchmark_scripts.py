@@ -29,3 +29,26 @@ def test_gpu_benchmark_runs_every_variant_on_the_cpu():
         "HeapqSampler + Recorder (SQLite)",
     ]
     assert all(float(row.split("|")[2]) > 0 for row in rows[1:])
+
+
+def test_store_benchmark_measures_the_api_store_functions_at_a_small_scale(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_store.py",
+            "scale",
+            "--samples",
+            "3000",
+            "--epochs",
+            "2",
+            "--keep",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for query in ("run summary", "top-60 by suspicion", "evicted, by suspicion", "sample's detail"):
+        assert query in result.stdout, result.stdout

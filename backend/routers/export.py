@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -14,9 +14,9 @@ from datasetq.store.export import manifest_counts, manifest_header, manifest_row
 from datasetq.store.runs import require_run
 
 from .. import schemas
-from ..deps import RunId, SessionDep
+from ..deps import RunId, SessionDep, api_router
 
-router = APIRouter(prefix="/runs/{run_id}", tags=["export"])
+router = api_router("/runs/{run_id}", "export")
 
 EvictedQuery = Query(
     default="drop",

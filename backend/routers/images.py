@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from datasetq.store import runs, samples
 
 from .. import schemas
-from ..deps import RunId, SampleId, SessionDep
+from ..deps import RunId, SampleId, SessionDep, api_router
 from ..imaging import ImageRenderer
 
-router = APIRouter(prefix="/runs/{run_id}/samples", tags=["images"])
+router = api_router("/runs/{run_id}/samples", "images")
 
 
 @router.get(
@@ -46,5 +46,8 @@ async def sample_image(
 
 
 def _lookup(session: Session, run_id: int, sample_id: int) -> tuple[runs.RunInfo, str | None]:
-    run = runs.require_run(session, run_id)
-    return run, samples.sample_source(session, run, sample_id)
+    try:
+        run = runs.require_run(session, run_id)
+        return run, samples.sample_source(session, run, sample_id)
+    finally:
+        session.close()  # before rendering: no connection is held while a worker renders

@@ -6,15 +6,13 @@ belong to the dataset's samples, shared by every run over that dataset.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from datasetq.store import reviews, runs, samples
 
 from .. import schemas
-from ..deps import AuthorDep, RunId, SampleId, WriteSessionDep
+from ..deps import AuthorDep, RunId, SampleId, WriteSessionDep, api_router
 from .samples import sample_detail
 
-router = APIRouter(prefix="/runs/{run_id}/samples", tags=["labels"])
+router = api_router("/runs/{run_id}/samples", "labels")
 
 
 @router.post("/labels", response_model=schemas.ChangeResult, responses=schemas.NOT_FOUND)

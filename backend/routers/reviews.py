@@ -6,14 +6,14 @@ Decisions belong to the run's dataset: every run over the same dataset shows and
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from datasetq.store import reviews, runs
 
 from .. import schemas
-from ..deps import AuthorDep, RunId, SessionDep, WriteSessionDep
+from ..deps import AuthorDep, RunId, SessionDep, WriteSessionDep, api_router
 
-router = APIRouter(prefix="/runs/{run_id}/reviews", tags=["reviews"])
+router = api_router("/runs/{run_id}/reviews", "reviews")
 
 
 def _out(action: reviews.ReviewAction) -> schemas.ReviewActionOut:

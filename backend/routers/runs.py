@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from datasetq.store import runs, samples
 
 from .. import schemas
-from ..deps import RunId, SessionDep
+from ..deps import RunId, SessionDep, api_router
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = api_router("/runs", "runs")
 
 
 @router.get("", response_model=list[schemas.RunPublic])

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from sqlalchemy.orm import Session
 
 from datasetq.store import runs, samples
 
 from .. import schemas
-from ..deps import RunId, SampleId, SessionDep
+from ..deps import RunId, SampleId, SessionDep, api_router
 
-router = APIRouter(prefix="/runs/{run_id}/samples", tags=["samples"])
+router = api_router("/runs/{run_id}/samples", "samples")
 
 
 @router.get("", response_model=schemas.SamplePage, responses=schemas.NOT_FOUND)

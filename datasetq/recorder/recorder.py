@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import socket
 import threading
 import time
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Mapping
@@ -19,10 +22,12 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from .._distributed import default_world
 from ..sampler import HeapqSampler, SamplerListener
 from ..store.batches import make_batch
 from ..store.engine import create_store_engine, is_sqlite
 from ..store.migrations import ensure_schema
+from ..store.opening import check_sqlite_path, store_errors
 from ..store.recording import mark_ended, poll_decisions, restore_run
 from ..store.registration import next_seq, register_dataset, register_run
 from .aggregate import aggregate_epoch, epoch_summary
@@ -106,18 +111,23 @@ class Recorder(SamplerListener):
     ) -> None:
         if dataset is None:
             raise ValueError("dataset should be the dataset the run trains on, but got None")
-        if not isinstance(run, str) or not run.strip() or len(run) > 200:
-            raise ValueError(f"run should be a name of 1 to 200 characters, but got {run!r}")
+        if not isinstance(run, str) or not run.strip() or len(run) > 200 or "\x00" in run:
+            raise ValueError(
+                f"run should be a name of 1 to 200 characters without NUL, but got {run!r}"
+            )
         if not 0 < batch_rows <= 1 << 20:
             raise ValueError(f"batch_rows should be in [1, 2**20], but got {batch_rows}")
         if flush_interval <= 0:
             raise ValueError(f"flush_interval should be positive, but got {flush_interval}")
         self.url = url
         self.run_name = run
+        # Who records: a second live Recorder on this run is refused with this name.
+        self.writer = f"{socket.gethostname()}:{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self._claims_run = True
         self.description: DatasetDescription = describe_dataset(
             dataset, name=dataset_name, labels=labels, class_names=class_names, render=render
         )
-        self.config = dict(config or {})
+        self.config = json_config(config)
         n = self.description.num_samples
         self.record_visits = record_visits
         self.flush_interval = flush_interval
@@ -180,13 +190,18 @@ class Recorder(SamplerListener):
         """Connects, creates or checks the schema, registers the dataset and the run."""
         if self._opened:
             return self
-        engine = create_store_engine(self.url, write=True, lock_timeout=self.lock_timeout)
-        try:
-            ensure_schema(engine, self.url, create=True)
-            run_id = self._register(engine)
-        except Exception:
-            engine.dispose()
-            raise
+        # Under torch.distributed only rank 0 writes the run; the other ranks read decisions.
+        self._claims_run = default_world()[1] == 0
+        with store_errors(self.url):
+            if is_sqlite(self.url):
+                check_sqlite_path(self.url, create=True)
+            engine = create_store_engine(self.url, write=True, lock_timeout=self.lock_timeout)
+            try:
+                ensure_schema(engine, self.url, create=True)
+                run_id = self._register(engine)
+            except BaseException:
+                engine.dispose()
+                raise
         self._engine = engine
         run_spill = run_spill_dir(self.spill_dir, self.url, run_id)
         # Batches a previous process left in the spill keep their keys; new ones come after.
@@ -218,7 +233,12 @@ class Recorder(SamplerListener):
         with engine.begin() as connection:
             dataset_id = register_dataset(connection, self.description)
             run_id = register_run(
-                connection, self.run_name, dataset_id, self.config, self.record_visits
+                connection,
+                self.run_name,
+                dataset_id,
+                self.config,
+                self.record_visits,
+                writer=self.writer if self._claims_run else None,
             )
             self._seq = next_seq(connection, run_id)
             self._restore(connection, run_id, dataset_id)
@@ -248,8 +268,9 @@ class Recorder(SamplerListener):
         try:
             assert self._engine is not None
             assert self.run_id is not None
-            with self._engine.begin() as connection:
-                mark_ended(connection, self.run_id, status)
+            if self._claims_run:
+                with self._engine.begin() as connection:
+                    mark_ended(connection, self.run_id, status)
         except Exception as error:
             log.warning("datasetq recorder: could not mark the run %s: %s", status, error)
         if not self.report.ok:
@@ -475,6 +496,37 @@ class Recorder(SamplerListener):
         self.labels[restored.relabeled_ids] = restored.relabeled_to
         self._decision_cursor = restored.last_decision
         self._label_cursor = restored.last_label_change
+
+
+def json_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The run's config as JSON values (NumPy scalars and arrays become numbers and lists).
+
+    Raises:
+        ValueError: a value JSON cannot hold (a set, an object, NaN or infinity), named by its
+            key; both stores would otherwise treat it differently.
+    """
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ValueError(f"config should be a dict, but got {type(config).__name__}")
+
+    def plain(value: Any, where: str) -> Any:
+        if isinstance(value, np.generic | np.ndarray):
+            value = value.tolist()
+        if isinstance(value, Mapping):
+            return {str(k): plain(v, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config[{where}] should be a finite number, but got {value}")
+        if value is None or isinstance(value, str | bool | int | float):
+            return value
+        raise ValueError(
+            f"config[{where}] should be a JSON value (number, string, list, dict), "
+            f"but got {type(value).__name__}"
+        )
+
+    return {str(k): plain(v, repr(k)) for k, v in config.items()}
 
 
 def run_spill_dir(spill_dir: Path, url: str, run_id: int) -> Path:

@@ -9,7 +9,7 @@ from sqlalchemy import Column, Engine, MetaData, PrimaryKeyConstraint, String, T
 
 from alembic import command
 
-from .._resources import migration_scripts
+from ..bundled import migration_scripts
 from ..errors import StoreError
 from .engine import create_store_engine
 from .models import Base
@@ -19,7 +19,7 @@ __all__ = ["create_at_head", "current_revision", "ensure_schema", "head_revision
 ALEMBIC_DIR = migration_scripts()
 # The revision the models describe; a test checks it is the migration scripts' head. Known
 # here, a Recorder checks a database without loading the scripts.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 # Alembic's own bookkeeping table, as it creates it (``alembic.runtime.migration``).
 _VERSION_TABLE = Table(
     "alembic_version",
@@ -91,6 +91,12 @@ def ensure_schema(engine: Engine, url: str, *, create: bool) -> None:
             if current_revision(engine) != head:
                 raise
         return
+    if current is not None and current.isdigit() and int(current) > int(head):
+        raise StoreError(
+            f"the database {engine.url.render_as_string(hide_password=True)} has schema "
+            f"revision {current}, newer than this datasetq knows ({head}): upgrade datasetq "
+            "to use it"
+        )
     shown = "no datasetq schema" if current is None else f"schema revision {current}"
     raise StoreError(
         f"the database {engine.url.render_as_string(hide_password=True)} has {shown}, "

@@ -1,5 +1,5 @@
 """The store's schema as SQLAlchemy 2.0 typed models. Alembic migrations are the source of truth;
-``tests/datasetq/test_store_schema.py`` checks that these models and the migrations agree.
+``tests/datasetq/store/test_store_schema.py`` checks that these models and the migrations agree.
 
 Sizes matter at ImageNet scale (1.28M samples x tens of epochs), so the per-sample tables are
 ``WITHOUT ROWID`` on SQLite with their natural primary key, and per-epoch statistics are stored
@@ -109,6 +109,7 @@ class RunRecord(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     epochs: Mapped[int] = mapped_column(Integer, default=0)  # epochs fully recorded
+    writer: Mapped[str | None] = mapped_column(String(200))  # host:pid of the live Recorder
 
 
 class RunEpochRecord(Base):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+from datetime import UTC
 from typing import Any, Protocol
 
 import numpy as np
@@ -13,6 +16,7 @@ from ..errors import StoreError
 from ..render import RenderSpec, render_to_json
 from .ingest import bulk_insert, now
 from .models import DatasetRecord, IngestBatchRecord, RunRecord
+from .runs import INTERRUPTED_AFTER, effective_status
 
 __all__ = ["next_seq", "register_dataset", "register_run"]
 
@@ -109,19 +113,52 @@ def register_dataset(connection: Any, description: DatasetDescription) -> int:
 
 
 def register_run(
-    connection: Any, name: str, dataset_id: int, config: dict[str, Any], record_visits: bool
+    connection: Any,
+    name: str,
+    dataset_id: int,
+    config: dict[str, Any],
+    record_visits: bool,
+    writer: str | None,
 ) -> int:
+    """The run's id, created or continued; ``writer`` (``host:pid/...``) becomes its live
+    writer (None: a reader, such as a distributed rank other than 0, claims nothing).
+
+    Raises:
+        StoreError: the run records another dataset, or another writer is recording it now
+            (its heartbeat is fresh and, on this host, its process exists). A writer on
+            another host that stopped without closing is taken over once its heartbeat is
+            older than ``INTERRUPTED_AFTER``.
+    """
     existing = connection.execute(
-        select(RunRecord.id, RunRecord.dataset_id).where(RunRecord.name == name)
+        select(
+            RunRecord.id,
+            RunRecord.dataset_id,
+            RunRecord.status,
+            RunRecord.heartbeat_at,
+            RunRecord.writer,
+        ).where(RunRecord.name == name)
     ).one_or_none()
     stamp = now()
     if existing is not None:
         if existing.dataset_id != dataset_id:
             raise StoreError(f"run {name!r} exists and records another dataset; choose a new name")
+        if writer is None:
+            return int(existing.id)
+        live = effective_status(existing.status, existing.heartbeat_at, stamp) == "running"
+        if live and existing.writer not in (None, writer) and writer_alive(existing.writer):
+            heartbeat = existing.heartbeat_at
+            if heartbeat.tzinfo is None:
+                heartbeat = heartbeat.replace(tzinfo=UTC)
+            raise StoreError(
+                f"run {name!r} is being recorded by {existing.writer} (heartbeat "
+                f"{(stamp - heartbeat).total_seconds():.0f} s ago); stop that recorder or "
+                f"choose another run name (a recorder that died is taken over "
+                f"{INTERRUPTED_AFTER.total_seconds():.0f} s after its last heartbeat)"
+            )
         connection.execute(
             update(RunRecord)
             .where(RunRecord.id == existing.id)
-            .values(status="running", heartbeat_at=stamp, ended_at=None)
+            .values(status="running", heartbeat_at=stamp, ended_at=None, writer=writer)
         )
         return int(existing.id)
     connection.execute(
@@ -133,9 +170,26 @@ def register_run(
             started_at=stamp,
             heartbeat_at=stamp,
             epochs=0,
+            writer=writer,
         )
     )
     return int(connection.execute(select(RunRecord.id).where(RunRecord.name == name)).scalar_one())
+
+
+def writer_alive(writer: str) -> bool:
+    """Whether the writer ``host:pid/...`` may still be recording: on this host, whether that
+    process exists; on another, assumed (its heartbeat decides)."""
+    host, _, rest = writer.partition(":")
+    pid_text = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user: it exists
+    return True
 
 
 def next_seq(connection: Any, run_id: int) -> int:

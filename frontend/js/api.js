@@ -1,21 +1,51 @@
 // The API client: JSON in, JSON out; errors carry the server's message.
 const BASE = "/api/v1";
 
-async function request(method, path, body) {
+async function send(method, path, body) {
   const options = { method, headers: { Accept: "application/json" } };
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const token = sessionStorage.getItem("datasetq-token");
+  const token = sessionStorage.getItem(TOKEN_KEY);
   if (token && method !== "GET") options.headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(BASE + path, options);
+  return fetch(BASE + path, options);
+}
+
+async function request(method, path, body) {
+  let response = await send(method, path, body);
+  // A write the server refuses for want of its token: ask for it (kept for this tab), retry.
+  for (let attempt = 0; response.status === 401 && method !== "GET" && attempt < 3; attempt++) {
+    const token = await askForToken(attempt > 0 || sessionStorage.getItem(TOKEN_KEY) !== null);
+    if (token === null) break;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    response = await send(method, path, body);
+  }
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail; } catch { /* not JSON */ }
     throw new Error(`${response.status}: ${detail}`);
   }
   return response.json();
+}
+
+const TOKEN_KEY = "datasetq-token";
+
+// The token dialog: resolves to the token typed, or null when cancelled.
+function askForToken(wasWrong) {
+  const dialog = document.getElementById("token-dialog");
+  const input = document.getElementById("token-input");
+  document.getElementById("token-wrong").hidden = !wasWrong;
+  input.value = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const token = input.value.trim();
+      resolve(dialog.returnValue === "save" && token ? token : null);
+    }, { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    input.focus();
+  });
 }
 
 export const api = {

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datasetq.server.app import create_app
-from datasetq.server.settings import Settings
 from fastapi.testclient import TestClient
 
 from datasetq import HeapqSampler, Recorder
 from datasetq.datasets import EmbeddedMNIST
+from datasetq.server.app import create_app
+from datasetq.server.settings import Settings
 from datasetq.training import MNISTSplit
 from tests.store_fixtures import postgres_schema_url
 

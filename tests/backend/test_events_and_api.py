@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import schemathesis
-from datasetq.server.app import create_app
-from datasetq.server.settings import Settings
 from hypothesis import HealthCheck, given, settings
 
 from datasetq.cli import main
+from datasetq.server.app import create_app
+from datasetq.server.settings import Settings
 
 
 def test_events_stream_reports_the_run(client):
@@ -68,3 +68,24 @@ def test_serve_refuses_a_database_that_is_behind(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     assert main(["serve", "--db", url]) == 1
     assert "datasetq db upgrade --db" in capsys.readouterr().err
+
+
+def test_openapi_describes_the_errors_the_server_sends(client):
+    spec = client.get("/openapi.json").json()
+    problem = "#/components/schemas/Problem"
+    listing = spec["paths"]["/api/v1/runs/{run_id}/samples"]["get"]["responses"]
+    assert listing["422"]["content"]["application/json"]["schema"]["$ref"] == problem
+    assert listing["404"]["content"]["application/json"]["schema"]["$ref"] == problem
+    undo = spec["paths"]["/api/v1/runs/{run_id}/reviews/{action_id}/undo"]["post"]["responses"]
+    assert {"401", "403", "404", "409", "413", "415", "422", "503"} <= set(undo)
+    events = spec["paths"]["/api/v1/runs/{run_id}/events"]["get"]["responses"]
+    assert {"429", "503"} <= set(events)
+    sent = client.get("/api/v1/runs/1/samples?limit=0")
+    assert sent.status_code == 422
+    assert isinstance(sent.json()["detail"], str)  # as documented, not a list
+
+
+def test_timestamps_carry_their_timezone(client):
+    for run in client.get("/api/v1/runs").json():
+        for name in ("started_at", "heartbeat_at"):
+            assert run[name].endswith(("Z", "+00:00")), (name, run[name])

@@ -145,3 +145,56 @@ def test_a_dataset_outside_the_configured_roots_is_not_read(folder_run, tmp_path
         assert response.status_code == 403
         assert "DATASETQ_DATA_ROOTS" in response.json()["detail"]
     assert len(TRAVERSALS) >= 40
+
+
+def mnist_root(folder: Path, links_to: Path | None) -> Path:
+    """A torchvision MNIST root (the embedded test digits); its raw files are symlinks into
+    ``links_to`` when given, else regular files."""
+    import gzip
+
+    from datasetq.datasets import embedded_mnist_dir
+
+    raw = folder / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"")  # must exist for MNIST(train=False); never read
+    for packed in sorted(embedded_mnist_dir().glob("t10k-*.gz")):
+        name = packed.name.removesuffix(".gz")
+        data = gzip.decompress(packed.read_bytes())
+        if links_to is None:
+            (raw / name).write_bytes(data)
+        else:
+            links_to.mkdir(exist_ok=True)
+            (links_to / name).write_bytes(data)
+            os.symlink(links_to / name, raw / name)
+    return folder
+
+
+@pytest.mark.parametrize("linked", [False, True])
+def test_a_torchvision_dataset_whose_files_link_out_of_the_root_is_not_read(tmp_path, linked):
+    """torchvision opens the files itself and would follow a link out of the root."""
+    from torchvision.datasets import MNIST
+
+    root = mnist_root(tmp_path / "tv", tmp_path / "outside" if linked else None)
+    url = f"sqlite:///{tmp_path / 'tv.db'}"
+    with Recorder(url, run="tv", dataset=MNIST(str(root), train=False)):
+        pass
+    with make_client(url, data_roots=[root]) as client:
+        response = client.get(f"{BASE}/0/image")
+    if linked:
+        assert response.status_code == 403
+        assert "links to files outside" in response.json()["detail"]
+    else:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/png"
+
+
+def test_a_file_that_is_not_an_image_is_a_404_that_says_so(folder_run):
+    url, root = folder_run
+    (root / "dog" / "0.png").write_bytes(b"this is not a PNG")  # sample 3: dog/0.png
+    with make_client(url, data_roots=[root]) as client:
+        broken = client.get(f"{BASE}/3/image")
+        fine = client.get(f"{BASE}/4/image")
+    assert broken.status_code == 404
+    assert "could not be read as an image" in broken.json()["detail"]
+    assert fine.status_code == 200

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
-from datasetq.server.server import BackgroundServer
-from datasetq.server.settings import Settings
 
 from datasetq.cli import _start_server
+from datasetq.server.server import BackgroundServer
+from datasetq.server.settings import Settings
 from datasetq.store.migrations import upgrade
 
 

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from datasetq.server.server import BackgroundServer
 from datasetq.server.settings import Settings
-
 from tests.backend.conftest import FLIPPED, query, seed
 
 CHROMIUM = "/usr/bin/chromium"
@@ -258,3 +258,45 @@ def test_an_evicted_sample_says_what_its_eviction_rests_on(server, page):
     assert "since epoch 1" in text
     assert "suspicion 3.0" in text
     page.screenshot(path=str(ARTIFACTS / "eviction-evidence.png"))
+
+
+def test_a_server_with_a_token_asks_for_it_once_and_the_relabel_lands(tmp_path, page):
+    url = f"sqlite:///{tmp_path / 'token.db'}"
+    seed(url)
+    settings = Settings(db=url, token="s3cret-token")
+    instance = BackgroundServer(settings, log_level="error")
+    assert instance.start()
+    try:
+        page.goto(f"{instance.base_url}/#/runs/1/samples/5")
+        page.wait_for_selector("#current-label")
+        before = query(url, "SELECT current_label FROM samples WHERE sample_id = 5")[0][0]
+        target = (before + 3) % 10
+        page.keyboard.press(str(target))
+        dialog = page.locator("#token-dialog")
+        dialog.wait_for(state="visible")
+        assert page.locator("#token-wrong").is_hidden()
+        page.fill("#token-input", "wrong-token")
+        page.click("#token-save")
+        page.wait_for_selector("#token-wrong", state="visible")  # asked again, saying why
+        page.fill("#token-input", "s3cret-token")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "token-dialog.png")
+        page.click("#token-save")
+        page.wait_for_function(
+            "() => document.querySelector('#history').innerText.includes('relabelled as')"
+        )
+        stored = query(
+            url,
+            "SELECT current_label, author FROM samples s JOIN label_changes c "
+            "ON c.sample_id = s.sample_id WHERE s.sample_id = 5",
+        )
+        assert stored[-1] == (target, "token")
+        # Kept for the tab: the next write does not ask again.
+        page.keyboard.press("f")
+        page.wait_for_function(
+            "() => document.querySelector('#history').innerText.toLowerCase().includes('flag')"
+        )
+        assert dialog.is_hidden()
+        assert query(url, "SELECT flagged FROM samples WHERE sample_id = 5")[0][0]
+    finally:
+        instance.stop()

@@ -29,7 +29,7 @@ from datasetq.sampler import HeapqSampler
 from datasetq.training import TrainConfig, make_splits, train_mnist
 
 RESULTS = Path(
-    os.environ.get("DATASETQ_STUDY_DIR", Path(__file__).resolve().parents[1] / "docs" / "study")
+    os.environ.get("DATASETQ_STUDY_DIR", Path(__file__).resolve().parents[2] / "docs" / "study")
 )
 
 # Sampler options per configuration (None: random order). "losses only" runs report only the
@@ -45,7 +45,7 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
 }
 MODELS = {"small": SmallCNN, "examples": ExamplesNet}
 NOISE_KINDS = {"sym": "symmetric", "pair": "pair"}
-_ROOT = Path(__file__).resolve().parents[1]
+_ROOT = Path(__file__).resolve().parents[2]
 CODE_FILES = [
     *sorted((_ROOT / "datasetq").glob("_*.py")),
     _ROOT / "datasetq" / "sampler.py",

@@ -32,9 +32,9 @@ from datasetq.store.runs import get_run
 from datasetq.store.samples import Filters, sample_page
 from tests.store_fixtures import postgres_schema_url
 
-from .recording import TinyDataset, synthetic_loss
+from ..recording import TinyDataset, synthetic_loss
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WRITER_SECONDS = float(os.environ.get("DATASETQ_STRESS_SECONDS", "4"))
 # How long a writer may take to deliver its backlog at close; the full-length benchmark gives
 # more, as 32 writers on a small machine submit faster than one PostgreSQL can take.

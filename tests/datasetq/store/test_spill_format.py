@@ -37,7 +37,7 @@ from datasetq.store.models import (
     VisitRecord,
 )
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "spill_format_1"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "spill_format_1"
 LABELS = np.arange(48) % 4
 
 

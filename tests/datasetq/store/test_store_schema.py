@@ -23,7 +23,7 @@ from datasetq.store.migrations import (
 from datasetq.store.models import Base
 from datasetq.store.samples import sample_trajectory
 
-from .recording import TinyDataset, train_recorded
+from ..recording import TinyDataset, train_recorded
 
 
 def test_upgrade_creates_the_schema_and_matches_the_models(store_url):

@@ -8,7 +8,7 @@ Compute is counted in training sample passes (forward + backward of one sample).
 Prints tables and saves docs/study/detection-<model>.png. Needs the ``study`` extra:
 
     .venv/bin/pip install -e '.[study]'
-    .venv/bin/python benchmarks/study_detection.py [--seeds 3 --epochs 10 --model small]
+    .venv/bin/python benchmarks/studies/study_detection.py [--seeds 3 --epochs 10 --model small]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ symmetric label noise on the training part only. Prints a table and saves
 docs/study/mnist.png; runs are cached in docs/study/runs.json. Needs the ``study`` extra:
 
     .venv/bin/pip install -e '.[study]'
-    .venv/bin/python benchmarks/study_mnist.py [--seeds 3 --epochs 10 --model small]
+    .venv/bin/python benchmarks/studies/study_mnist.py [--seeds 3 --epochs 10 --model small]
 
 On k cores, first train in k processes (``--shard 0/2`` and ``--shard 1/2``), then report.
 

@@ -8,9 +8,9 @@ eviction check; cleanlab on 5-fold out-of-fold probabilities as the detection re
 Runs are cached per configuration and code revision (``study_common.code_revision``).
 
     .venv/bin/pip install -e '.[study]'
-    .venv/bin/python benchmarks/study_sampling.py --shard 0/2 &   # on 2 cores, then
-    .venv/bin/python benchmarks/study_sampling.py --shard 1/2; wait
-    .venv/bin/python benchmarks/study_sampling.py                 # the report
+    .venv/bin/python benchmarks/studies/study_sampling.py --shard 0/2 &   # on 2 cores, then
+    .venv/bin/python benchmarks/studies/study_sampling.py --shard 1/2; wait
+    .venv/bin/python benchmarks/studies/study_sampling.py                 # the report
 """
 
 from __future__ import annotations

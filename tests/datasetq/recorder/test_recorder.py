@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from datasetq import HeapqSampler, Recorder
+from datasetq import HeapqSampler, Recorder, StoreError
 from datasetq.store.batches import make_batch
 from datasetq.store.engine import create_store_engine
 from datasetq.store.ingest import store_batch
@@ -25,7 +26,7 @@ from datasetq.store.models import (
 from datasetq.store.runs import effective_status, require_run, run_epochs
 from datasetq.store.samples import Filters, sample_page, sample_trajectory
 
-from .recording import TinyDataset, train_recorded
+from ..recording import TinyDataset, train_recorded
 
 
 def read(url, statement):
@@ -358,3 +359,60 @@ def test_stores_the_suspicion_score_and_the_eviction_evidence(store_url):
             assert evicted_epoch == 2
         else:
             assert (evidence, wrong_since, evicted_epoch) == (None, None, None)
+
+
+def test_a_second_live_recorder_on_a_run_is_refused_and_a_dead_one_is_taken_over(store_url):
+    dataset = TinyDataset(20)
+    first = Recorder(store_url, run="one-writer", dataset=dataset).open()
+    try:
+        with pytest.raises(StoreError, match=r"'one-writer' is being recorded by .+:\d+/"):
+            Recorder(store_url, run="one-writer", dataset=dataset).open()
+    finally:
+        first.close()
+    # Closed: the run continues under a new recorder.
+    Recorder(store_url, run="one-writer", dataset=dataset).open().close()
+    # A writer that died leaves the run "running" with a heartbeat that stopped: taken over.
+    dead = Recorder(store_url, run="one-writer", dataset=dataset).open()
+    dead.close()
+    engine = create_store_engine(store_url, write=True)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                update(RunRecord).values(
+                    status="running",
+                    heartbeat_at=datetime.now(UTC) - timedelta(minutes=5),
+                    writer=dead.writer,
+                )
+            )
+        taker = Recorder(store_url, run="one-writer", dataset=dataset).open()
+        taker.close()
+        with engine.connect() as connection:
+            writer = connection.execute(select(RunRecord.writer)).scalar_one()
+        assert writer == taker.writer != dead.writer
+    finally:
+        engine.dispose()
+
+
+def test_a_continued_run_restores_its_sums(store_url):
+    """Mean loss and suspicion over both parts of a run continued by a new Recorder."""
+    dataset = TinyDataset(30)
+    with Recorder(store_url, run="continued", dataset=dataset) as recorder:
+        _, reports_1 = train_recorded(recorder, dataset, epochs=2)
+    with Recorder(store_url, run="continued", dataset=dataset) as recorder:
+        _, reports_2 = train_recorded(recorder, dataset, epochs=2)
+    every = [
+        loss
+        for reports in (reports_1, reports_2)
+        for _, ids, losses in reports
+        for i, loss in zip(ids, losses, strict=True)
+        if i == 7
+    ]
+    stored = read(
+        store_url,
+        select(SampleStateRecord.mean_loss, SampleStateRecord.loss_reports).where(
+            SampleStateRecord.sample_id == 7
+        ),
+    )
+    mean, count = stored[0]
+    assert count == len(every)
+    assert mean == pytest.approx(np.mean(every), rel=1e-5)

@@ -1,0 +1,193 @@
+"""The server under ordinary concurrency: open event streams, a burst of requests, a stop.
+
+Starts ``datasetq serve`` (a real process) on a store, holds ``--streams`` event streams open,
+fires ``--burst`` concurrent GETs of the routes the dashboard calls while they are open, and
+reports the burst's latency and status codes; then sends SIGTERM with the streams still open
+and reports how long the server takes to exit. Without ``--db`` it records a small run first.
+
+    .venv/bin/python benchmarks/bench_server_load.py [--streams 50 --burst 200 --db URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from datasetq import HeapqSampler, Recorder
+from datasetq.datasets import EmbeddedMNIST
+from datasetq.training import MNISTSplit
+
+
+def record_small_run(folder: Path, samples: int = 2000) -> str:
+    labels = EmbeddedMNIST().targets.numpy()[:samples].astype(np.int64)
+    dataset = MNISTSplit(np.arange(samples), labels)
+    url = f"sqlite:///{folder / 'load.db'}"
+    rng = np.random.default_rng(0)
+    with Recorder(url, run="load", dataset=dataset, state_interval=0) as recorder:
+        sampler = HeapqSampler(dataset, recorder=recorder, seed=0)
+        for _ in range(2):
+            drawn = list(sampler)
+            sampler.update(drawn, {"loss": rng.random(len(drawn)), "pred": labels[drawn]})
+    return url
+
+
+@dataclass
+class LoadResult:
+    streams_open: int
+    statuses: Counter[int]
+    latencies: list[float]
+    exit_seconds: float | None  # None: still running after the wait
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(url: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datasetq", "serve", "--db", url, "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(
+        f"the server did not start: {process.stderr.read().decode() if process.stderr else ''}"
+    )
+
+
+async def hold_stream(client: httpx.AsyncClient, path: str, opened: asyncio.Event) -> int:
+    async with client.stream("GET", path) as response:
+        if response.status_code != 200:
+            return response.status_code
+        opened.set()
+        async for _ in response.aiter_lines():
+            pass
+    return 200
+
+
+async def timed_get(client: httpx.AsyncClient, path: str) -> tuple[int, float]:
+    start = time.perf_counter()
+    response = await client.get(path)
+    await response.aread()
+    return response.status_code, time.perf_counter() - start
+
+
+def burst_paths(run_id: int, samples: int, count: int) -> list[str]:
+    """The requests a handful of dashboards make: lists, details, images, the summary."""
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(count):
+        sample = int(rng.integers(samples))
+        paths.append(
+            [
+                f"/api/v1/runs/{run_id}",
+                f"/api/v1/runs/{run_id}/samples?sort=score&limit=60",
+                f"/api/v1/runs/{run_id}/samples?sort=loss&evicted=true&limit=60",
+                f"/api/v1/runs/{run_id}/samples/{sample}",
+                f"/api/v1/runs/{run_id}/samples/{sample}/image?size=96",
+            ][i % 5]
+        )
+    return paths
+
+
+async def load(base: str, streams: int, burst: int) -> tuple[int, Counter[int], list[float]]:
+    limits = httpx.Limits(max_connections=streams + burst + 10)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+        run = (await client.get("/api/v1/runs")).json()[0]
+        events = f"/api/v1/runs/{run['id']}/events?timeout=600"
+        opened = [asyncio.Event() for _ in range(streams)]
+        holders = [asyncio.create_task(hold_stream(client, events, e)) for e in opened]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), timeout=120)
+        paths = burst_paths(run["id"], run["num_samples"], burst)
+        results = await asyncio.gather(*(timed_get(client, p) for p in paths))
+        still_open = sum(1 for h in holders if not h.done())
+        for holder in holders:
+            holder.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+    return still_open, Counter(s for s, _ in results), [t for _, t in results]
+
+
+def measure(url: str, streams: int, burst: int, stop_wait: float = 30.0) -> LoadResult:
+    port = free_port()
+    # One client opens every stream here; the per-client bound is raised to let it.
+    env = {"DATASETQ_MAX_EVENT_STREAMS_PER_CLIENT": str(streams + 1)}
+    process = start_server(url, port, env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        still_open, statuses, latencies = asyncio.run(load(base, streams, burst))
+        exit_seconds = stop_with_streams_open(base, process, min(streams, 20), stop_wait)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return LoadResult(still_open, statuses, latencies, exit_seconds)
+
+
+def stop_with_streams_open(
+    base: str, process: subprocess.Popen[bytes], streams: int, wait: float
+) -> float | None:
+    """Seconds from SIGTERM to exit while ``streams`` event streams are open."""
+    clients = []
+    for _ in range(streams):
+        client = httpx.Client(base_url=base, timeout=None)
+        response = client.send(
+            client.build_request("GET", "/api/v1/runs/1/events?timeout=600"), stream=True
+        )
+        clients.append((client, response))
+    start = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=wait)
+        return time.monotonic() - start
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        for client, response in clients:
+            response.close()
+            client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", default=None, help="a store to serve (default: record one)")
+    parser.add_argument("--streams", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        url = args.db or record_small_run(Path(folder))
+        result = measure(url, args.streams, args.burst)
+    p50, p95, worst = np.percentile(result.latencies, [50, 95, 100]) * 1e3
+    print(
+        f"{args.streams} event streams open ({result.streams_open} still open after the burst); "
+        f"burst of {args.burst} GETs: statuses {dict(result.statuses)}, "
+        f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {worst:.0f} ms"
+    )
+    stopped = "did not exit" if result.exit_seconds is None else f"{result.exit_seconds:.1f} s"
+    print(f"SIGTERM with 20 streams open: exit after {stopped}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Opening a store that cannot be used says why, as a StoreError (or a ValueError naming the
+argument), and never with a driver's traceback; the server never creates a database on a typo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from datasetq import Recorder, StoreError
+from datasetq.store.engine import create_store_engine
+from datasetq.store.migrations import upgrade
+
+from ..recording import TinyDataset
+
+
+def record(url: str, **options: object) -> None:
+    with Recorder(url, run="r", dataset=TinyDataset(4), **options):  # type: ignore[arg-type]
+        pass
+
+
+@pytest.mark.parametrize(
+    ("make_url", "message"),
+    [
+        (lambda tmp: f"sqlite:///{tmp}", "is a folder, not a database file"),
+        (lambda tmp: f"sqlite:///{tmp / 'missing' / 'x.db'}", "does not exist"),
+        (lambda tmp: f"sqlite:///{tmp / 'text.db'}", "is not a SQLite database"),
+        (lambda tmp: "mysqlx://localhost/db", "datasetq stores in SQLite"),
+        (lambda tmp: "postgresql://postgres@127.0.0.1:1/test", "cannot use the store"),
+    ],
+    ids=["folder", "missing-parent", "not-a-database", "unsupported-dialect", "unreachable"],
+)
+def test_a_store_that_cannot_be_opened_says_why(tmp_path, make_url, message):
+    (tmp_path / "text.db").write_text("these are notes, not a database")
+    with pytest.raises(StoreError, match=message) as raised:
+        record(make_url(tmp_path))
+    assert raised.value.__cause__ is None  # no driver exception chained for the user to read
+
+
+def test_a_database_newer_than_the_code_says_to_upgrade_datasetq(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    upgrade(url)
+    engine = create_store_engine(url, write=True)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="newer than this datasetq knows") as raised:
+        record(url)
+    assert "db upgrade" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"tags": {"a", "b"}}, r"config\['tags'\] should be a JSON value .* set"),
+        ({"lr": float("nan")}, r"config\['lr'\] should be a finite number"),
+        ({"model": object()}, r"config\['model'\] should be a JSON value"),
+    ],
+)
+def test_a_config_json_cannot_hold_is_refused_by_name(tmp_path, config, message):
+    with pytest.raises(ValueError, match=message):
+        record(f"sqlite:///{tmp_path / 'c.db'}", config=config)
+
+
+def test_numpy_values_in_a_config_are_stored_as_numbers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'np.db'}"
+    record(url, config={"lr": np.float32(0.5), "sizes": np.arange(3), "steps": np.int64(7)})
+    engine = create_store_engine(url)
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT config FROM runs")).scalar_one()
+    engine.dispose()
+    assert json.loads(stored) == {"lr": 0.5, "sizes": [0, 1, 2], "steps": 7, "record_visits": False}
+
+
+def test_a_run_name_with_nul_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="without NUL"):
+        Recorder(f"sqlite:///{tmp_path / 'n.db'}", run="a\x00b", dataset=TinyDataset(2))
+
+
+def serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "datasetq", "serve", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serve_with_a_mistyped_database_refuses_and_creates_nothing(tmp_path):
+    typo = tmp_path / "datasteq.db"
+    result = serve("--db", f"sqlite:///{typo}")
+    assert result.returncode == 1
+    assert "there is no database at" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not typo.exists()
+
+
+def test_serve_on_a_file_that_is_not_a_database_says_so(tmp_path):
+    notes = tmp_path / "notes.db"
+    notes.write_text("not a database")
+    result = serve("--db", f"sqlite:///{notes}")
+    assert result.returncode == 1
+    assert "is not a SQLite database" in result.stderr
+    assert "Traceback" not in result.stderr
