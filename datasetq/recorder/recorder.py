@@ -115,10 +115,26 @@ class Recorder(SamplerListener):
             raise ValueError(
                 f"run should be a name of 1 to 200 characters without NUL, but got {run!r}"
             )
-        if not 0 < batch_rows <= 1 << 20:
-            raise ValueError(f"batch_rows should be in [1, 2**20], but got {batch_rows}")
-        if flush_interval <= 0:
-            raise ValueError(f"flush_interval should be positive, but got {flush_interval}")
+        if not isinstance(url, str) or not url:
+            raise ValueError(
+                f"url should be a database URL such as sqlite:///datasetq.db, not {url!r}"
+            )
+        if (
+            isinstance(batch_rows, bool)
+            or not isinstance(batch_rows, int)
+            or not 0 < batch_rows <= 1 << 20
+        ):
+            raise ValueError(
+                f"batch_rows should be an integer in [1, 2**20], but got {batch_rows!r}"
+            )
+        for name, value, allow_zero in (
+            ("flush_interval", flush_interval, False),
+            ("state_interval", state_interval, True),
+            ("close_timeout", close_timeout, True),
+            ("lock_timeout", lock_timeout, True),
+            ("retry_interval", retry_interval, False),
+        ):
+            _check_seconds(name, value, allow_zero)
         self.url = url
         self.run_name = run
         # Who records: a second live Recorder on this run is refused with this name.
@@ -131,8 +147,6 @@ class Recorder(SamplerListener):
         n = self.description.num_samples
         self.record_visits = record_visits
         self.flush_interval = flush_interval
-        if state_interval < 0:
-            raise ValueError(f"state_interval should be non-negative, but got {state_interval}")
         self.state_interval = state_interval
         self.batch_rows = batch_rows
         self.close_timeout = close_timeout
@@ -496,6 +510,19 @@ class Recorder(SamplerListener):
         self.labels[restored.relabeled_ids] = restored.relabeled_to
         self._decision_cursor = restored.last_decision
         self._label_cursor = restored.last_label_change
+
+
+def _check_seconds(name: str, value: object, allow_zero: bool) -> None:
+    """A duration argument: a finite number, positive (or zero where that means "at once")."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if (
+        number is None
+        or not math.isfinite(number)
+        or number < 0
+        or (number == 0 and not allow_zero)
+    ):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} should be a {bound} number of seconds, but got {value!r}")
 
 
 def json_config(config: Mapping[str, Any] | None) -> dict[str, Any]:

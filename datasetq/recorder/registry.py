@@ -50,6 +50,10 @@ class DatasetDescription:
         return digest.hexdigest()
 
 
+# Classes named after their index when a dataset has no names; beyond this, ask for them.
+MAX_CLASSES_WITHOUT_NAMES = 100_000
+
+
 def describe_dataset(
     dataset: Any,
     *,
@@ -77,7 +81,13 @@ def describe_dataset(
         )
     classes = class_names if class_names is not None else list(getattr(base, "classes", []) or [])
     if not classes and label_array is not None and len(label_array):
-        classes = [str(c) for c in range(int(label_array.max()) + 1)]
+        largest = int(label_array.max())
+        if largest >= MAX_CLASSES_WITHOUT_NAMES:
+            raise ValueError(
+                f"labels go up to {largest}: pass class_names= (the classes, in label order) "
+                f"instead of letting the recorder name {largest + 1:,} classes"
+            )
+        classes = [str(c) for c in range(largest + 1)]
     return DatasetDescription(
         name=name or f"{type(base).__name__}-{num_samples}",
         num_samples=num_samples,

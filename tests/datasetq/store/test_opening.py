@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from sqlalchemy import text
 
 from datasetq import Recorder, StoreError
@@ -106,3 +107,38 @@ def test_serve_on_a_file_that_is_not_a_database_says_so(tmp_path):
     assert result.returncode == 1
     assert "is not a SQLite database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"flush_interval": float("nan")}, "flush_interval should be a positive number"),
+        ({"flush_interval": 0}, "flush_interval should be a positive number"),
+        ({"state_interval": -1}, "state_interval should be a non-negative number"),
+        ({"close_timeout": "soon"}, "close_timeout should be a non-negative number"),
+        ({"batch_rows": 2.5}, "batch_rows should be an integer"),
+    ],
+)
+def test_bad_recorder_arguments_name_themselves(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        Recorder(f"sqlite:///{tmp_path / 'a.db'}", run="r", dataset=TinyDataset(2), **options)
+
+
+def test_labels_without_class_names_are_bounded(tmp_path):
+    """A label of 50,000,000 would have the recorder name 50M classes (MemoryError before)."""
+
+    class Unnamed(torch.utils.data.Dataset):  # labels, but no class names
+        targets = (0, 3, 50_000_000)
+
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, index: int) -> int:
+            return index
+
+    with pytest.raises(ValueError, match="pass class_names="):
+        Recorder(f"sqlite:///{tmp_path / 'l.db'}", run="r", dataset=Unnamed())
+    named = Recorder(
+        f"sqlite:///{tmp_path / 'l.db'}", run="r", dataset=Unnamed(), class_names=["a", "b", "c"]
+    )
+    assert named.description.class_names == ["a", "b", "c"]
