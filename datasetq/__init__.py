@@ -20,4 +20,4 @@ __all__ = [
     "decorate_with_indices",
     "with_indices",
 ]
-__version__ = "0.3.0"
+__version__ = "0.2.0"
