@@ -44,14 +44,6 @@ def record_small_run(folder: Path, samples: int = 2000) -> str:
     return url
 
 
-@dataclass
-class LoadResult:
-    streams_open: int
-    statuses: Counter[int]
-    latencies: list[float]
-    exit_seconds: float | None  # None: still running after the wait
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -113,7 +105,7 @@ def burst_paths(run_id: int, samples: int, count: int) -> list[str]:
     return paths
 
 
-async def load(base: str, streams: int, burst: int) -> tuple[int, Counter[int], list[float]]:
+async def load(base: str, streams: int, burst: int) -> Load:
     limits = httpx.Limits(max_connections=streams + burst + 10)
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
         run = (await client.get("/api/v1/runs")).json()[0]
@@ -121,29 +113,61 @@ async def load(base: str, streams: int, burst: int) -> tuple[int, Counter[int], 
         opened = [asyncio.Event() for _ in range(streams)]
         holders = [asyncio.create_task(hold_stream(client, events, e)) for e in opened]
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), timeout=120)
+        quiet = [await timed_get(client, f"/api/v1/runs/{run['id']}") for _ in range(40)]
         paths = burst_paths(run["id"], run["num_samples"], burst)
+        done = asyncio.Event()
+        probe_task = asyncio.create_task(probe(client, f"/api/v1/runs/{run['id']}/samples/1", done))
         results = await asyncio.gather(*(timed_get(client, p) for p in paths))
+        done.set()
+        during = await probe_task
         still_open = sum(1 for h in holders if not h.done())
         for holder in holders:
             holder.cancel()
         await asyncio.gather(*holders, return_exceptions=True)
-    return still_open, Counter(s for s, _ in results), [t for _, t in results]
+    return Load(
+        still_open,
+        Counter(s for s, _ in results),
+        [t for _, t in results],
+        [t for _, t in quiet],
+        during,
+    )
 
 
-def measure(url: str, streams: int, burst: int, stop_wait: float = 30.0) -> LoadResult:
+async def probe(client: httpx.AsyncClient, path: str, done: asyncio.Event) -> list[float]:
+    """A person's requests, one after another, while the burst is served."""
+    times = []
+    while not done.is_set():
+        _, seconds = await timed_get(client, path)
+        times.append(seconds)
+        await asyncio.sleep(0.05)
+    return times
+
+
+@dataclass
+class Load:
+    streams_open: int
+    statuses: Counter[int]
+    burst: list[float]  # each burst request's latency
+    quiet: list[float]  # sequential requests with only the streams open
+    during: list[float]  # sequential requests of another client during the burst
+
+
+def measure(
+    url: str, streams: int, burst: int, stop_wait: float = 30.0
+) -> tuple[Load, float | None]:
     port = free_port()
     # One client opens every stream here; the per-client bound is raised to let it.
     env = {"DATASETQ_MAX_EVENT_STREAMS_PER_CLIENT": str(streams + 1)}
     process = start_server(url, port, env)
     try:
         base = f"http://127.0.0.1:{port}"
-        still_open, statuses, latencies = asyncio.run(load(base, streams, burst))
+        result = asyncio.run(load(base, streams, burst))
         exit_seconds = stop_with_streams_open(base, process, min(streams, 20), stop_wait)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    return LoadResult(still_open, statuses, latencies, exit_seconds)
+    return result, exit_seconds
 
 
 def stop_with_streams_open(
@@ -178,15 +202,20 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         url = args.db or record_small_run(Path(folder))
-        result = measure(url, args.streams, args.burst)
-    p50, p95, worst = np.percentile(result.latencies, [50, 95, 100]) * 1e3
+        result, exit_seconds = measure(url, args.streams, args.burst)
+
+    def summary(times: list[float]) -> str:
+        p50, p95, worst = np.percentile(times, [50, 95, 100]) * 1e3
+        return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {worst:.0f} ms (n={len(times)})"
+
+    print(f"{args.streams} event streams open ({result.streams_open} still open at the end)")
+    print(f"  requests one after another, streams open:   {summary(result.quiet)}")
     print(
-        f"{args.streams} event streams open ({result.streams_open} still open after the burst); "
-        f"burst of {args.burst} GETs: statuses {dict(result.statuses)}, "
-        f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {worst:.0f} ms"
+        f"  burst of {args.burst} concurrent GETs: statuses {dict(result.statuses)}, {summary(result.burst)}"
     )
-    stopped = "did not exit" if result.exit_seconds is None else f"{result.exit_seconds:.1f} s"
-    print(f"SIGTERM with 20 streams open: exit after {stopped}")
+    print(f"  another client's requests during the burst: {summary(result.during)}")
+    stopped = "did not exit" if exit_seconds is None else f"{exit_seconds:.1f} s"
+    print(f"SIGTERM with {min(args.streams, 20)} streams open: exit after {stopped}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from ._inputs import (
     HostUpdate,
     as_array,
     check_metrics,
+    check_one_dimensional,
     validate_indices,
     validated_columns,
 )
@@ -78,10 +79,13 @@ def snapshot_device_update(
             raise ValueError(f"metric names should be non-empty strings, but got {name!r}")
     if deferred(indices):
         assert isinstance(indices, torch.Tensor)
+        check_one_dimensional(tuple(indices.shape), "indices")
         ids: torch.Tensor | npt.NDArray[Any] = indices.detach().reshape(-1).clone()
     else:
         ids = as_array(indices)
     count = len(ids)
+    for name, column in zip(names, columns, strict=True):
+        check_one_dimensional(tuple(column.shape), name)  # type: ignore[union-attr]
     flat = [c.detach().reshape(-1) for c in columns]  # type: ignore[union-attr]
     for name, column in zip(names, flat, strict=True):
         if column.shape[0] != count:

@@ -161,34 +161,42 @@ def _to_host(
     indices: ArrayLike | None, metrics: Mapping[str, ArrayLike]
 ) -> tuple[npt.NDArray[Any] | None, dict[str, npt.NDArray[Any]]]:
     """Host arrays of the ids (unless None) and every metric, in one device transfer."""
+    for name in metrics:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"metric names should be non-empty strings, but got {name!r}")
     if len(metrics) == 1 and not (isinstance(indices, torch.Tensor) and not indices.is_cpu):
         ((name, values),) = metrics.items()
-        return (None if indices is None else as_array(indices)), {name: as_array(values)}
+        return (None if indices is None else as_array(indices)), {name: as_array(values, name)}
     names = list(metrics)
     columns: list[Any] = [indices, *(metrics[name] for name in names)]
     on_device = [i for i, c in enumerate(columns) if isinstance(c, torch.Tensor) and not c.is_cpu]
     if len(on_device) > 1:
-        flat = [columns[i].detach().reshape(-1) for i in on_device]
+        flat = [columns[i].detach() for i in on_device]
+        for i, tensor in zip(on_device, flat, strict=True):
+            check_one_dimensional(tuple(tensor.shape), "indices" if i == 0 else names[i - 1])
+        flat = [tensor.reshape(-1) for tensor in flat]  # 0-d: one value
         device = flat[0].device
         host = torch.cat([t.to(device=device, dtype=torch.float64) for t in flat]).cpu().numpy()
         bounds = np.cumsum([t.numel() for t in flat])[:-1]
         for i, part in zip(on_device, np.split(host, bounds), strict=True):
             columns[i] = part
     ids = None if indices is None else as_array(columns[0])
-    return ids, {name: as_array(c) for name, c in zip(names, columns[1:], strict=True)}
+    return ids, {name: as_array(c, name) for name, c in zip(names, columns[1:], strict=True)}
 
 
-def as_array(column: Any) -> npt.NDArray[Any]:
+def as_array(column: Any, name: str = "indices") -> npt.NDArray[Any]:
+    """One column as a 1-D host array; ``ValueError`` naming ``name`` for any other shape."""
     # Ordered by how often each type arrives from a training loop.
     if isinstance(column, torch.Tensor):
         if column.requires_grad:
             column = column.detach()
         if not column.is_cpu:
             column = column.cpu()
-        host: npt.NDArray[Any] = column.numpy()
-        return host.reshape(-1)
+        if column.dtype in (torch.bfloat16, torch.float16):
+            column = column.float()  # NumPy has no bfloat16; float32 holds both exactly
+        return _one_dimensional(column.numpy(), name)
     if isinstance(column, np.ndarray):
-        return column.reshape(-1)
+        return _one_dimensional(column, name)
     if isinstance(column, list) and column:
         # A list of Python ints or floats (BatchSampler's ids, ``loss.tolist()``): packing it
         # with ``array`` is about 2.5x faster than np.array's element-by-element inference.
@@ -198,7 +206,32 @@ def as_array(column: Any) -> npt.NDArray[Any]:
                 return np.frombuffer(array(typecode, column), dtype=_ARRAY_DTYPES[typecode])
             except (TypeError, OverflowError):
                 pass  # mixed types or huge ints: let NumPy decide (and validation complain)
-    return np.array(column).reshape(-1)
+    try:
+        values = np.array(column)
+    except ValueError:  # NumPy refuses a ragged list
+        raise ValueError(f"{_label(name)} should be a flat list of numbers") from None
+    if values.dtype == object:
+        raise ValueError(f"{_label(name)} should be a flat list of numbers")
+    return _one_dimensional(values, name)
+
+
+def _one_dimensional(array: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:
+    check_one_dimensional(array.shape, name)
+    return array.reshape(-1)  # a 0-d value: one sample
+
+
+def check_one_dimensional(shape: tuple[int, ...], name: str) -> None:
+    """Refuses a column that is not one value per sample (a batch of logits, say) instead of
+    flattening it into values for the wrong samples."""
+    if len(shape) > 1:
+        raise ValueError(
+            f"{_label(name)} should be 1-D (one value per sample), but got shape "
+            f"{shape}; flatten or squeeze it first"
+        )
+
+
+def _label(name: str) -> str:
+    return name if name == "indices" else f'metric "{name}"'
 
 
 _ARRAY_TYPECODES = {int: "q", float: "d"}

@@ -204,6 +204,20 @@ class HeapqSampler(Sampler[int]):
         _check_positive("reset_every", reset_every)
         _check_positive("num_samples", num_samples)
         _check_positive("chunk_size", chunk_size)
+        if not isinstance(shuffle, bool | np.bool_):
+            raise ValueError(f"shuffle should be True or False, but got shuffle={shuffle!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(
+                f"generator should be a torch.Generator, but got {type(generator).__name__}"
+            )
+        if recorder is not None and not all(
+            callable(getattr(recorder, hook, None))
+            for hook in ("attach", "on_epoch_start", "on_update", "on_evict", "on_epoch_end")
+        ):
+            raise ValueError(
+                "recorder should be a datasetq.Recorder (or a SamplerListener), "
+                f"but got {type(recorder).__name__}"
+            )
         if start_at is not None and (not _is_int(start_at) or start_at < 0):
             raise ValueError(
                 f"start_at should be a non-negative integer, but got start_at={start_at!r}"
@@ -257,7 +271,7 @@ class HeapqSampler(Sampler[int]):
         self.start_at = 1 if start_at is None else start_at
         self.max_visits = max_visits
         self.reset_every = reset_every
-        self.shuffle = shuffle
+        self.shuffle = bool(shuffle)
         self.seed = seed
         self.key = key
         self.policy: Policy = policy
@@ -703,6 +717,8 @@ class HeapqSampler(Sampler[int]):
             if self._stale:
                 valid &= self._keys(ids) == unpack_keys(entries)
             valid[1:] &= entries[1:] != entries[:-1]  # the same sample pushed twice
+            if len(parts):  # its other copy may come out of an earlier pop of this call
+                valid &= ~np.isin(ids, np.concatenate(parts))
             taken = ids[valid]
             if len(taken) > count:  # identical entries made pop return extra ones
                 self._queue.push(entries[valid][count:])
