@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import UTC
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,7 +15,7 @@ from ..errors import StoreError
 from ..render import RenderSpec, render_to_json
 from .ingest import bulk_insert, now
 from .models import DatasetRecord, IngestBatchRecord, RunRecord
-from .runs import INTERRUPTED_AFTER, effective_status
+from .runs import INTERRUPTED_AFTER, effective_status, heartbeat_age
 
 __all__ = ["next_seq", "register_dataset", "register_run"]
 
@@ -146,12 +145,10 @@ def register_run(
             return int(existing.id)
         live = effective_status(existing.status, existing.heartbeat_at, stamp) == "running"
         if live and existing.writer not in (None, writer) and writer_alive(existing.writer):
-            heartbeat = existing.heartbeat_at
-            if heartbeat.tzinfo is None:
-                heartbeat = heartbeat.replace(tzinfo=UTC)
+            age = heartbeat_age(existing.heartbeat_at, stamp).total_seconds()
             raise StoreError(
                 f"run {name!r} is being recorded by {existing.writer} (heartbeat "
-                f"{(stamp - heartbeat).total_seconds():.0f} s ago); stop that recorder or "
+                f"{age:.0f} s ago); stop that recorder or "
                 f"choose another run name (a recorder that died is taken over "
                 f"{INTERRUPTED_AFTER.total_seconds():.0f} s after its last heartbeat)"
             )

@@ -32,12 +32,16 @@ __all__ = [
 INTERRUPTED_AFTER = timedelta(seconds=30)
 
 
-def effective_status(status: str, heartbeat_at: datetime, at: datetime | None = None) -> str:
-    """``running`` becomes ``interrupted`` when the heartbeat stopped."""
-    at = at or datetime.now(UTC)
+def heartbeat_age(heartbeat_at: datetime, at: datetime | None = None) -> timedelta:
+    """How long ago the heartbeat was (SQLite hands timestamps back without their UTC zone)."""
     if heartbeat_at.tzinfo is None:
         heartbeat_at = heartbeat_at.replace(tzinfo=UTC)
-    if status == "running" and at - heartbeat_at > INTERRUPTED_AFTER:
+    return (at or datetime.now(UTC)) - heartbeat_at
+
+
+def effective_status(status: str, heartbeat_at: datetime, at: datetime | None = None) -> str:
+    """``running`` becomes ``interrupted`` when the heartbeat stopped."""
+    if status == "running" and heartbeat_age(heartbeat_at, at) > INTERRUPTED_AFTER:
         return "interrupted"
     return status
 
