@@ -3,6 +3,8 @@ environment on first use (nothing reads the environment at import time)."""
 
 from __future__ import annotations
 
+import functools
+import gzip
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
@@ -121,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
 
     _serve_frontend(app)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)  # event streams pass uncompressed
     app.add_middleware(
         GuardMiddleware, allowed_hosts=settings.hosts(), max_body_bytes=settings.max_body_bytes
     )
@@ -141,9 +145,22 @@ def _serve_frontend(app: FastAPI) -> None:
 
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
+    @functools.cache
+    def plotly_gzipped() -> bytes:
+        return gzip.compress(plotly_js.read_bytes(), compresslevel=6, mtime=0)
+
     @app.get("/static/plotly.min.js", include_in_schema=False)
-    def plotly_script() -> Response:
-        return FileResponse(plotly_js, media_type="text/javascript")
+    def plotly_script(request: Request) -> Response:
+        # Compressed once, not per request (the middleware would compress it on every load).
+        headers = {"Cache-Control": "public, max-age=86400", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return Response(plotly_gzipped(), media_type="text/javascript", headers=headers)
+        return FileResponse(plotly_js, media_type="text/javascript", headers=headers)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return FileResponse(FRONTEND / "favicon.svg", media_type="image/svg+xml")
 
     if (FRONTEND / "index.html").is_file():
         app.mount("/", StaticFiles(directory=FRONTEND, html=True), name="frontend")

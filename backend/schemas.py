@@ -98,8 +98,28 @@ class SampleRow(BaseModel):
     )
     evicted_epoch: int | None
     last_pred: int | None
+    last_margin: float | None = Field(
+        description="the given label's logit minus the largest other at the latest report "
+        "(below 0: the model prefers another class); null when the loop reports no margin"
+    )
     flagged: bool
     relabeled: bool
+    verdict: str | None = Field(description='a reviewer\'s "keep" or "drop"; null: not decided')
+
+
+class ConfusionCell(BaseModel):
+    label: int
+    pred: int
+    count: int
+
+
+class ConfusionMatrix(BaseModel):
+    class_names: list[str]
+    cells: list[ConfusionCell] = Field(
+        description="the non-empty cells: samples whose current label is `label` and whose "
+        "latest recorded prediction is `pred` (the sample list's `label=&pred=` filter)"
+    )
+    samples: int = Field(description="samples with a label and a recorded prediction")
 
 
 class SamplePage(BaseModel):
@@ -153,7 +173,6 @@ class SampleDetail(SampleRow):
     visit_losses: list[VisitLoss]
     label_history: list[LabelEvent]
     flag_history: list[FlagEvent]
-    verdict: str | None = Field(description='a reviewer\'s "keep" or "drop"; null: not decided')
     review_history: list[ReviewActionOut] = Field(
         description="every review action on this sample, oldest first, undone ones included"
     )

@@ -52,3 +52,18 @@ def get_run(run_id: RunId, session: SessionDep) -> schemas.RunSummary:
         if truth is None
         else schemas.GroundTruth.model_validate(truth, from_attributes=True),
     )
+
+
+@router.get(
+    "/{run_id}/confusion", response_model=schemas.ConfusionMatrix, responses=schemas.NOT_FOUND
+)
+def get_confusion(run_id: RunId, session: SessionDep) -> schemas.ConfusionMatrix:
+    """Current label x latest recorded prediction; all zeros for a loop that reports no
+    predictions. A cell's samples are the list route's ``label=&pred=``."""
+    run = runs.require_run(session, run_id)
+    cells = samples.confusion_counts(session, run)
+    return schemas.ConfusionMatrix(
+        class_names=run.dataset.class_names,
+        cells=[schemas.ConfusionCell(label=a, pred=b, count=n) for (a, b), n in sorted(cells.items())],
+        samples=sum(cells.values()),
+    )

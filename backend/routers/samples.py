@@ -28,31 +28,57 @@ def list_samples(
     relabeled: bool | None = None,
     label: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
     mispredicted: bool | None = None,
+    pred: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+    reviewed: bool | None = None,
 ) -> schemas.SamplePage:
     """Samples ranked by ``sort`` (keyset pagination: pass ``next_cursor`` back as ``cursor``).
 
     Samples without a value for the sort key (never scored, never evicted) are left out.
-    ``mispredicted`` keeps samples whose last recorded prediction differs from their label.
+    ``mispredicted`` keeps samples whose last recorded prediction differs from their label,
+    ``pred`` those whose last recorded prediction is that class, ``reviewed`` those a reviewer
+    kept, dropped, relabelled or flagged.
     """
     run = runs.require_run(session, run_id)
-    filters = samples.Filters(evicted, flagged, relabeled, label, mispredicted)
+    filters = samples.Filters(evicted, flagged, relabeled, label, mispredicted, pred, reviewed)
     page = samples.sample_page(session, run, sort, order == "desc", limit, cursor, filters)
     return schemas.SamplePage.model_validate(page, from_attributes=True)
 
 
 @router.get("/{sample_id}", response_model=schemas.SampleDetail, responses=schemas.NOT_FOUND)
 def get_sample(
-    run_id: RunId, sample_id: SampleId, session: SessionDep, sort: schemas.SortKey = "loss"
+    run_id: RunId,
+    sample_id: SampleId,
+    session: SessionDep,
+    sort: schemas.SortKey = "loss",
+    order: Literal["desc", "asc"] = "desc",
+    evicted: bool | None = None,
+    flagged: bool | None = None,
+    relabeled: bool | None = None,
+    label: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+    mispredicted: bool | None = None,
+    pred: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+    reviewed: bool | None = None,
 ) -> schemas.SampleDetail:
-    """One sample: trajectory, labels and their history, flags, and its neighbours in ``sort``."""
-    return sample_detail(session, runs.require_run(session, run_id), sample_id, sort)
+    """One sample: trajectory, labels and their history, flags, and its neighbours
+    (``previous_id``, ``next_id``) in the list the other parameters describe, as on the
+    list route."""
+    filters = samples.Filters(evicted, flagged, relabeled, label, mispredicted, pred, reviewed)
+    run = runs.require_run(session, run_id)
+    return sample_detail(session, run, sample_id, sort, order == "desc", filters)
 
 
 def sample_detail(
-    session: Session, run: runs.RunInfo, sample_id: int, sort: str = "loss"
+    session: Session,
+    run: runs.RunInfo,
+    sample_id: int,
+    sort: str = "loss",
+    descending: bool = True,
+    filters: samples.Filters | None = None,
 ) -> schemas.SampleDetail:
     """The detail response (also what the write routes on one sample return)."""
-    detail = samples.sample_detail(session, run, sample_id, sort)
+    detail = samples.sample_detail(
+        session, run, sample_id, sort, descending, filters or samples.Filters()
+    )
     return schemas.SampleDetail(
         **schemas.SampleRow.model_validate(detail.row, from_attributes=True).model_dump(),
         evidence_score=detail.evidence_score,
@@ -60,7 +86,6 @@ def sample_detail(
         source=detail.source,
         note=detail.note,
         flag_reason=detail.flag_reason,
-        verdict=detail.verdict,
         class_names=run.dataset.class_names,
         dataset_name=run.dataset.name,
         trajectory=[

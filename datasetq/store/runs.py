@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError
@@ -170,6 +170,7 @@ class RunProgress:
     epochs: int
     status: str
     evicted: int
+    latest_run_id: int  # the newest run in the store: a dashboard lists new runs by it
 
 
 def run_progress(session: Session, run_id: int) -> RunProgress | None:
@@ -187,7 +188,9 @@ def run_progress(session: Session, run_id: int) -> RunProgress | None:
         .order_by(RunEpochRecord.epoch.desc())
         .limit(1)
     ).scalar_one_or_none()
-    return RunProgress(row.epochs, effective_status(row.status, row.heartbeat_at), evicted or 0)
+    latest = session.execute(select(func.max(RunRecord.id))).scalar_one()
+    status = effective_status(row.status, row.heartbeat_at)
+    return RunProgress(row.epochs, status, evicted or 0, int(latest))
 
 
 def review_counts(session: Session, dataset_id: int) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, Engine, and_, func, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from ..errors import InvalidRequestError, NotFoundError
@@ -39,6 +39,7 @@ __all__ = [
     "SamplePage",
     "SampleRow",
     "check_sample",
+    "confusion_counts",
     "count_samples",
     "ground_truth",
     "sample_detail",
@@ -77,8 +78,10 @@ class SampleRow:
     score: float | None  # suspicion: mean of each epoch's first reported loss
     evicted_epoch: int | None
     last_pred: int | None
+    last_margin: float | None  # given label's logit minus the largest other, when reported
     flagged: bool
     relabeled: bool
+    verdict: str | None  # a reviewer's "keep" or "drop"
 
 
 # Each SampleRow field, as the column (or expression) it is read from.
@@ -93,8 +96,10 @@ ROW_COLUMNS: dict[str, Any] = {
     "score": SampleStateRecord.score,
     "evicted_epoch": SampleStateRecord.evicted_epoch,
     "last_pred": SampleStateRecord.last_pred,
+    "last_margin": SampleStateRecord.last_margin,
     "flagged": SampleRecord.flagged,
     "relabeled": SampleRecord.current_label.is_distinct_from(SampleRecord.original_label),
+    "verdict": SampleRecord.verdict,
 }
 assert list(ROW_COLUMNS) == [f.name for f in fields(SampleRow)]
 
@@ -114,6 +119,8 @@ class Filters:
     relabeled: bool | None = None
     label: int | None = None
     mispredicted: bool | None = None  # last recorded prediction differs from the label
+    pred: int | None = None  # last recorded prediction
+    reviewed: bool | None = None  # a reviewer kept, dropped, relabelled or flagged it
 
 
 def _filtered(run: RunInfo, filters: Filters) -> tuple[Any, list[ColumnElement[bool]]]:
@@ -145,6 +152,11 @@ def _filtered(run: RunInfo, filters: Filters) -> tuple[Any, list[ColumnElement[b
             SampleStateRecord.last_pred != SampleRecord.current_label,
         )
         conditions.append(wrong if filters.mispredicted else ~wrong)
+    if filters.pred is not None:
+        conditions.append(SampleStateRecord.last_pred == filters.pred)
+    if filters.reviewed is not None:
+        decided = or_(SampleRecord.verdict.is_not(None), SampleRecord.flagged.is_(True))
+        conditions.append(decided if filters.reviewed else ~decided)
     return joined, conditions
 
 
@@ -266,6 +278,21 @@ def count_samples(session: Session, run: RunInfo, sort: str, filters: Filters) -
     return total
 
 
+def confusion_counts(session: Session, run: RunInfo) -> dict[tuple[int, int], int]:
+    """Samples per (current label, last recorded prediction), over the samples that have both
+    and a loss: each cell holds exactly what ``sample_page`` lists for ``Filters(label=,
+    pred=)`` sorted by ``"loss"``."""
+    joined, conditions = _filtered(run, Filters())
+    label, pred = SampleRecord.current_label, SampleStateRecord.last_pred
+    rows = session.execute(
+        joined.add_columns(label, pred, func.count())
+        .where(*conditions, label.is_not(None), pred.is_not(None))
+        .where(SORT_COLUMNS["loss"].is_not(None))
+        .group_by(label, pred)
+    ).all()
+    return {(int(a), int(b)): int(n) for a, b, n in rows}
+
+
 def suspicion_ranking(session: Session, run_id: int, limit: int) -> list[int]:
     """The ``limit`` most suspicious sample ids, most suspicious first."""
     column = SORT_COLUMNS["score"]
@@ -380,9 +407,17 @@ class SampleDetail:
     next_id: int | None
 
 
-def sample_detail(session: Session, run: RunInfo, sample_id: int, sort: str) -> SampleDetail:
-    """One sample: its row, trajectory, label and review history, and its neighbours in
-    ``sort`` (descending). Raises :class:`NotFoundError` for an unknown sample."""
+def sample_detail(
+    session: Session,
+    run: RunInfo,
+    sample_id: int,
+    sort: str,
+    descending: bool = True,
+    filters: Filters = Filters(),
+) -> SampleDetail:
+    """One sample: its row, trajectory, label and review history, and its neighbours in the
+    list ``sort`` / ``descending`` / ``filters`` (the list it was opened from), placed by its
+    own sort value even when a decision moved it out of the filters. Raises :class:`NotFoundError` for an unknown sample."""
     check_sample(run, sample_id)
     sample = session.get(SampleRecord, (run.dataset.id, sample_id))
     if sample is None:
@@ -398,7 +433,7 @@ def sample_detail(session: Session, run: RunInfo, sample_id: int, sort: str) -> 
         .order_by(LabelChangeRecord.id)
     ).scalars()
     sort_value = None if state is None else getattr(state, _sort_column(sort).key)
-    previous, following = _neighbours(session, run, sample_id, sort, sort_value)
+    previous, following = _neighbours(session, run, sample_id, sort, sort_value, descending, filters)
     row = SampleRow(
         sample_id=sample_id,
         label=sample.current_label,
@@ -410,8 +445,10 @@ def sample_detail(session: Session, run: RunInfo, sample_id: int, sort: str) -> 
         score=state.score if state else None,
         evicted_epoch=state.evicted_epoch if state else None,
         last_pred=state.last_pred if state else None,
+        last_margin=state.last_margin if state else None,
         flagged=sample.flagged,
         relabeled=sample.current_label != sample.original_label,
+        verdict=sample.verdict,
     )
     return SampleDetail(
         row=row,
@@ -434,25 +471,32 @@ def sample_detail(session: Session, run: RunInfo, sample_id: int, sort: str) -> 
 
 
 def _neighbours(
-    session: Session, run: RunInfo, sample_id: int, sort: str, value: Any
+    session: Session,
+    run: RunInfo,
+    sample_id: int,
+    sort: str,
+    value: Any,
+    descending: bool,
+    filters: Filters,
 ) -> tuple[int | None, int | None]:
-    """The samples before and after this one in the ranking (descending)."""
+    """The samples before and after this one in the filtered ranking."""
     if value is None:
         return None, None
     column = _sort_column(sort)
     key = tuple_(column, SampleStateRecord.sample_id)
-    base = select(SampleStateRecord.sample_id).where(
-        SampleStateRecord.run_id == run.id, column.is_not(None)
+    joined, conditions = _filtered(run, filters)
+    base = joined.add_columns(SampleStateRecord.sample_id).where(
+        *conditions, column.is_not(None)
     )
+    here = tuple_(value, sample_id)
+    up = (column.asc(), SampleStateRecord.sample_id.asc())
+    down = (column.desc(), SampleStateRecord.sample_id.desc())
+    before, after = (key > here, key < here) if descending else (key < here, key > here)
     previous = session.execute(
-        base.where(key > tuple_(value, sample_id))
-        .order_by(column.asc(), SampleStateRecord.sample_id.asc())
-        .limit(1)
+        base.where(before).order_by(*(up if descending else down)).limit(1)
     ).scalar_one_or_none()
     following = session.execute(
-        base.where(key < tuple_(value, sample_id))
-        .order_by(column.desc(), SampleStateRecord.sample_id.desc())
-        .limit(1)
+        base.where(after).order_by(*(down if descending else up)).limit(1)
     ).scalar_one_or_none()
     return previous, following
 

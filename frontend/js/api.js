@@ -22,11 +22,19 @@ async function request(method, path, body) {
     response = await send(method, path, body);
   }
   if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = (await response.json()).detail; } catch { /* not JSON */ }
-    throw new Error(`${response.status}: ${detail}`);
+    let detail = response.statusText || `the server answered ${response.status}`;
+    try { detail = (await response.json()).detail ?? detail; } catch { /* not JSON */ }
+    throw new ApiError(response.status, typeof detail === "string" ? detail : JSON.stringify(detail));
   }
   return response.json();
+}
+
+// An answer the server refused: `status` for the code, the message is the server's own words.
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
 }
 
 const TOKEN_KEY = "datasetq-token";
@@ -52,26 +60,19 @@ export const api = {
   runs: () => request("GET", "/runs"),
   run: (runId) => request("GET", `/runs/${runId}`),
   samples: (runId, params) => request("GET", `/runs/${runId}/samples?${new URLSearchParams(params)}`),
-  sample: (runId, sampleId, sort = "loss") => request("GET", `/runs/${runId}/samples/${sampleId}?sort=${sort}`),
+  // `list`: the API parameters of the list the sample was opened from (its neighbours).
+  sample: (runId, sampleId, list = {}) => request("GET", `/runs/${runId}/samples/${sampleId}?${new URLSearchParams(list)}`),
+  confusion: (runId) => request("GET", `/runs/${runId}/confusion`),
   relabel: (runId, sampleId, label, note) => request("POST", `/runs/${runId}/samples/${sampleId}/label`, note ? { label, note } : { label }),
   undo: (runId, sampleId) => request("POST", `/runs/${runId}/samples/${sampleId}/label/undo`, {}),
   flag: (runId, sampleId, flagged, reason) => request("POST", `/runs/${runId}/samples/${sampleId}/flag`, { flagged, reason: reason || null }),
   // One decision (relabel, keep, drop, flag, unflag) on samples: an action of the review log.
   review: (runId, kind, sampleIds, extra = {}) => request("POST", `/runs/${runId}/reviews`, { kind, sample_ids: sampleIds, ...extra }),
   undoLatest: (runId) => request("POST", `/runs/${runId}/reviews/undo`, {}),
+  undoAction: (runId, actionId) => request("POST", `/runs/${runId}/reviews/${actionId}/undo`, {}),
   exportCounts: (runId, policy) => request("GET", `/runs/${runId}/export/counts?evicted=${policy}`),
   imageUrl: (runId, sampleId, size = 0) => `${BASE}/runs/${runId}/samples/${sampleId}/image${size ? `?size=${size}` : ""}`,
   exportUrl: (runId, format, policy = "drop") => `${BASE}/runs/${runId}/export?format=${format}&evicted=${policy}`,
   eventsUrl: (runId) => `${BASE}/runs/${runId}/events`,
 };
 
-// The listing views of the gallery and of review mode.
-export const VIEWS = {
-  hardest: { title: "Hardest (latest loss)", params: { sort: "loss", order: "desc" } },
-  score: { title: "Most suspicious", params: { sort: "score", order: "desc" } },
-  visited: { title: "Most visited", params: { sort: "visits", order: "desc" } },
-  evicted: { title: "Evicted", params: { sort: "evicted_epoch", order: "asc", evicted: "true" } },
-  flagged: { title: "Flagged", params: { sort: "loss", order: "desc", flagged: "true" } },
-  relabeled: { title: "Relabelled", params: { sort: "loss", order: "desc", relabeled: "true" } },
-  mispredicted: { title: "Predicted ≠ label", params: { sort: "loss", order: "desc", mispredicted: "true" } },
-};

@@ -1,30 +1,41 @@
-import { api } from "./api.js";
+import { ApiError, api } from "./api.js";
 import { el } from "./dom.js";
+import { apiParams, listFrom, listQuery } from "./list.js";
 import { drawCharts, renderOverview } from "./overview.js";
 import { renderGallery } from "./gallery.js";
-import { renderReview } from "./review.js";
+import { neighbourLinks, renderReview, replaceHash } from "./review.js";
 import { renderSample, sampleActions } from "./sample.js";
 
 const main = document.getElementById("main");
 const runSelect = document.getElementById("run-select");
 const statusBox = document.getElementById("run-status");
 const help = document.getElementById("help");
+history.scrollRestoration = "manual"; // the gallery puts Back where it was itself
 let keyHandler = null;
 let events = null;
-let currentRun = null;
+let eventsRun = null;
+let onRunChange = null; // what the open view does when its run records, evicts or ends
+let closeView = null;
 let summary = null;
+let runs = [];
+let routing = 0;
 
 function say(message, isError = false) {
-  statusBox.replaceChildren(pill(summary?.status), el("span", { class: isError ? "error" : "" }, message));
+  statusBox.replaceChildren(pill(summary?.status), summary ? `${summary.epochs} epochs · ` : "",
+    el("span", { class: isError ? "error" : "", id: "status-message" }, message));
 }
 
 function pill(status) {
   if (!status) return "";
-  return el("span", { class: `pill ${status === "running" ? "live" : status}` }, status === "running" ? "live" : status);
+  return el("span", { class: `pill ${status === "running" ? "live" : status}`, id: "run-pill" }, status === "running" ? "live" : status);
 }
 
-function setNav(runId, active) {
-  const links = { overview: `#/runs/${runId}`, gallery: `#/runs/${runId}/gallery`, review: `#/runs/${runId}/review` };
+function showStatus() {
+  statusBox.replaceChildren(pill(summary.status), `${summary.epochs} epochs`, summary.status === "finished" ? " · run finished" : "");
+}
+
+function setNav(runId, active, query = "") {
+  const links = { overview: `#/runs/${runId}`, gallery: `#/runs/${runId}/gallery${query}`, review: `#/runs/${runId}/review${query}` };
   for (const [name, href] of Object.entries(links)) {
     const link = document.getElementById(`nav-${name}`);
     link.setAttribute("href", href);
@@ -32,75 +43,138 @@ function setNav(runId, active) {
   }
 }
 
-function listen(runId, onChange) {
-  if (events && currentRun === runId) { events.onchange = onChange; return; }
+function fillRunPicker(selected) {
+  const label = (r) => `${r.name} (${r.status === "running" ? "live" : r.status})`;
+  runSelect.replaceChildren(...runs.map((r) => el("option", { value: r.id, selected: r.id === selected }, label(r))));
+  runSelect.value = String(selected);
+}
+
+// One event stream, for the run on screen: new epochs, evictions, status, and new runs.
+function listen(runId) {
+  if (events && eventsRun === runId) return;
   if (events) events.close();
+  eventsRun = runId;
   events = new EventSource(api.eventsUrl(runId));
-  events.onchange = onChange;
   let last = null;
   events.addEventListener("run", (message) => {
     if (message.data === last) return;
     const first = last === null;
     last = message.data;
-    if (!first && events.onchange) events.onchange(JSON.parse(message.data));
+    if (!first) runChanged(runId).catch((error) => say(error.message, true));
   });
 }
 
+async function runChanged(runId) {
+  [runs, summary] = await Promise.all([api.runs(), api.run(runId)]);
+  fillRunPicker(runId);
+  showStatus();
+  if (onRunChange) await onRunChange();
+}
+
+function errorPage(title, message, back) {
+  main.replaceChildren(el("section", { class: "card error-page", id: "error-page" },
+    el("h1", {}, title), el("p", {}, message), el("p", {}, el("a", { href: back.href, id: "error-back" }, back.text))));
+}
+
 async function route() {
+  const mine = ++routing;
   keyHandler = null;
+  onRunChange = null;
+  if (closeView) { closeView(); closeView = null; }
   const [path, queryString] = location.hash.replace(/^#/, "").split("?");
   const query = new URLSearchParams(queryString ?? "");
   const parts = path.split("/").filter(Boolean);
-  const runs = await api.runs();
-  runSelect.replaceChildren(...runs.map((r) => el("option", { value: r.id }, `${r.name} (${r.status})`)));
+  runs = await api.runs();
+  if (mine !== routing) return;
   if (!runs.length) {
-    main.replaceChildren(el("p", { class: "notice" }, "No runs recorded yet. Start one with `datasetq demo` or a Recorder."));
+    runSelect.replaceChildren();
+    main.replaceChildren(el("p", { class: "notice" }, "No runs recorded yet. Start one with `datasetq demo` or a Recorder; it appears here by itself."));
+    setTimeout(() => { if (mine === routing) route(); }, 3000);
     return;
   }
-  // A run that never recorded an epoch (a demo that could not start) is not the default view.
-  const runId = parts[0] === "runs" ? Number(parts[1]) : (runs.find((r) => r.epochs > 0) ?? runs[0]).id;
-  runSelect.value = String(runId);
+  const fallback = (runs.find((r) => r.epochs > 0) ?? runs[0]).id;
+  const home = { href: "#/", text: "← Back to the overview" };
+  if (parts.length && (parts[0] !== "runs" || !/^\d+$/.test(parts[1] ?? ""))) {
+    return errorPage("No such page", `There is no page at “${location.hash}”.`, home);
+  }
+  const runId = parts.length ? Number(parts[1]) : fallback;
+  if (!runs.some((r) => r.id === runId)) {
+    fillRunPicker(fallback);
+    return errorPage("No such run", `There is no run ${runId} in this store. The store holds ${runs.length} run${runs.length === 1 ? "" : "s"}.`, home);
+  }
+  fillRunPicker(runId);
   summary = await api.run(runId);
-  statusBox.replaceChildren(pill(summary.status), `${summary.epochs} epochs`);
+  if (mine !== routing) return;
+  showStatus();
   const page = parts[2] ?? "overview";
-  setNav(runId, page === "samples" ? "gallery" : page);
-  if (page === "overview") {
-    renderOverview(main, runId, summary);
-    listen(runId, async () => { summary = await api.run(runId); renderOverview(main, runId, summary); say(`updated: ${summary.epochs} epochs`); });
-  } else if (page === "gallery") {
-    await renderGallery(main, runId, summary, query);
-    listen(runId, null);
-  } else if (page === "review") {
-    await renderReview(main, runId, summary, query, (handler) => { keyHandler = handler; }, say);
-    listen(runId, null);
-  } else if (page === "samples") {
-    const sampleId = Number(parts[3]);
-    const sort = query.get("sort") ?? "loss";
-    let detail = await api.sample(runId, sampleId, sort);
-    const refresh = async () => { detail = await api.sample(runId, sampleId, sort); draw(); };
-    const actions = await sampleActions(runId, sampleId, refresh, say);
-    const draw = () => {
-      renderSample(main, runId, detail, actions);
-      main.prepend(el("p", {},
-        detail.previous_id !== null ? el("a", { href: `#/runs/${runId}/samples/${detail.previous_id}?sort=${sort}`, id: "previous" }, "← previous") : null, " ",
-        detail.next_id !== null ? el("a", { href: `#/runs/${runId}/samples/${detail.next_id}?sort=${sort}`, id: "next" }, "next →") : null));
+  const list = listFrom(query);
+  const listPart = `?${listQuery(list)}`;
+  setNav(runId, page === "samples" ? "gallery" : page, listPart === "?" ? "" : listPart);
+  listen(runId);
+  const overviewHome = { href: `#/runs/${runId}`, text: "← Back to this run's overview" };
+  if (page === "overview" && parts.length <= 2) {
+    const confusion = await api.confusion(runId).catch(() => null);
+    renderOverview(main, runId, summary, confusion);
+    onRunChange = async () => {
+      const fresh = await api.confusion(runId).catch(() => null);
+      const scroll = window.scrollY;
+      renderOverview(main, runId, summary, fresh);
+      window.scrollTo(0, scroll);
     };
-    draw();
-    keyHandler = (key) => {
-      if ((key === "ArrowRight" || key === "j") && detail.next_id !== null) location.hash = `#/runs/${runId}/samples/${detail.next_id}?sort=${sort}`;
-      else if ((key === "ArrowLeft" || key === "k") && detail.previous_id !== null) location.hash = `#/runs/${runId}/samples/${detail.previous_id}?sort=${sort}`;
-      else if (/^[0-9]$/.test(key) && Number(key) < detail.class_names.length) actions.relabel(Number(key));
-      else if (key === "f") actions.flag(!detail.flagged, document.getElementById("flag-reason")?.value);
-      else if (key === "x") actions.drop();
-      else if (key === "v") actions.keep();
-      else if (key === "u") actions.undo();
-    };
-    listen(runId, null);
+  } else if (page === "gallery" && parts.length === 3) {
+    const view = await renderGallery(main, runId, summary, query, say);
+    onRunChange = view.refresh;
+    closeView = view.close;
+  } else if (page === "review" && parts.length === 3) {
+    const view = await renderReview(main, runId, summary, query, (handler) => { keyHandler = handler; }, say);
+    if (view) onRunChange = view.refresh;
+  } else if (page === "samples" && /^\d+$/.test(parts[3] ?? "") && parts.length === 4) {
+    await showSample(runId, Number(parts[3]), list);
+  } else {
+    errorPage("No such page", `There is no page at “${location.hash}”.`, overviewHome);
+  }
+}
+
+async function showSample(runId, sampleId, list) {
+  const params = apiParams(list);
+  const hrefOf = (id) => `#/runs/${runId}/samples/${id}?${listQuery(list)}`;
+  let detail;
+  try {
+    detail = await api.sample(runId, sampleId, params);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) {
+      return errorPage("No such sample", error.message, { href: `#/runs/${runId}/gallery?${listQuery(list)}`, text: "← Back to the gallery" });
+    }
+    throw error;
+  }
+  const refresh = async () => { detail = await api.sample(runId, sampleId, params); draw(); };
+  const actions = sampleActions(runId, sampleId, refresh, say);
+  const draw = () => renderSample(main, runId, detail, actions, { epochs: summary.epochs, nav: neighbourLinks(detail, hrefOf) });
+  draw();
+  onRunChange = refresh;
+  keyHandler = (key) => {
+    if ((key === "ArrowRight" || key === "j") && detail.next_id !== null) replaceHash(hrefOf(detail.next_id));
+    else if ((key === "ArrowLeft" || key === "k") && detail.previous_id !== null) replaceHash(hrefOf(detail.previous_id));
+    else if (/^[0-9]$/.test(key) && Number(key) < detail.class_names.length) actions.relabel(Number(key));
+    else if (key === "f") actions.flag(!detail.flagged, document.getElementById("flag-reason")?.value);
+    else if (key === "x") actions.drop();
+    else if (key === "v") actions.keep();
+    else if (key === "u") actions.undo();
+    else return false;
+    return true;
+  };
+}
+
+function failed(error) {
+  if (error instanceof ApiError && error.status === 404) {
+    errorPage("Not found", error.message, { href: "#/", text: "← Back to the overview" });
+  } else {
+    say(error.message, true);
   }
 }
 
 document.addEventListener("keydown", (event) => {
-  if (event.target.closest("input, textarea, select") || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.target.closest("input, textarea, select, dialog") || event.ctrlKey || event.metaKey || event.altKey) return;
   if (event.key === "?") { help.showModal(); event.preventDefault(); return; }
   if (keyHandler && keyHandler(event.key) !== false) {
     if (["ArrowLeft", "ArrowRight"].includes(event.key)) event.preventDefault();
@@ -108,6 +182,15 @@ document.addEventListener("keydown", (event) => {
 });
 document.getElementById("help-button").addEventListener("click", () => help.showModal());
 runSelect.addEventListener("change", () => { location.hash = `#/runs/${runSelect.value}`; });
-window.addEventListener("hashchange", () => route().catch((error) => say(error.message, true)));
-window.addEventListener("resize", () => { if (summary && document.getElementById("loss-chart")) drawCharts(summary); });
-route().catch((error) => say(error.message, true));
+document.getElementById("goto-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const value = document.getElementById("goto-id").value.trim();
+  const runId = eventsRun ?? Number(runSelect.value);
+  if (!/^\d+$/.test(value)) { say(`“${value}” is not a sample id (a whole number)`, true); return; }
+  location.hash = `#/runs/${runId}/samples/${value}`;
+});
+window.addEventListener("hashchange", () => route().catch(failed));
+window.addEventListener("resize", () => {
+  if (summary && document.getElementById("loss-chart")) drawCharts(summary);
+});
+route().catch(failed);

@@ -1,19 +1,21 @@
 import { api } from "./api.js";
-import { clear, el, fmt } from "./dom.js";
+import { clear, el } from "./dom.js";
 
 const layout = (title, extra = {}) => ({
   title: { text: title, font: { size: 14 } },
-  margin: { l: 50, r: 15, t: 40, b: 45 },
+  margin: { l: 55, r: 20, t: 40, b: 45 },
+  autosize: true,
   height: 300,
   legend: { orientation: "h", y: -0.25 },
   ...extra,
 });
+const CONFIG = { responsive: true, displaylogo: false };
 
 function card(label, value, extraClass = "") {
   return el("div", { class: `card ${extraClass}` }, el("div", { class: "value" }, value), el("div", { class: "label" }, label));
 }
 
-export function renderOverview(main, runId, summary) {
+export function renderOverview(main, runId, summary, confusion = null) {
   clear(main);
   main.append(el("h1", {}, `Run ${summary.name}`));
   const cards = el("div", { class: "cards", id: "overview-cards" },
@@ -39,8 +41,67 @@ export function renderOverview(main, runId, summary) {
     el("div", { class: "chart", id: "visits-chart", role: "img", "aria-label": "Histogram of visits per sample" }),
     el("div", { class: "chart", id: "evictions-chart", role: "img", "aria-label": "Evictions per epoch" }),
   );
-  main.append(charts);
+  main.append(charts, confusionPanel(runId, summary, confusion));
   drawCharts(summary);
+  drawConfusion(runId, summary, confusion);
+}
+
+// Label x latest prediction: each cell opens the gallery of exactly its samples.
+function confusionPanel(runId, summary, confusion) {
+  const section = el("section", { class: "card confusion", id: "confusion", "aria-label": "Label by prediction" },
+    el("h2", {}, "Labels and the model's predictions"));
+  if (!confusion) return section;
+  if (!confusion.samples) {
+    section.append(el("p", { class: "notice", id: "confusion-empty" }, "This run recorded no predictions (its loop reports losses only), so there is no confusion matrix. Report ", el("code", {}, "pred"), " and ", el("code", {}, "margin"), " with the losses to get one."));
+    return section;
+  }
+  const names = confusion.class_names;
+  const wrong = confusion.cells.filter((c) => c.label !== c.pred).reduce((n, c) => n + c.count, 0);
+  section.append(
+    el("p", { class: "notice" }, `${confusion.samples.toLocaleString()} samples with a prediction; ${wrong.toLocaleString()} predicted as another class than their label. Click a cell to see its samples.`),
+    el("div", { class: "chart", id: "confusion-chart", role: "img", "aria-label": "Confusion matrix of label by latest prediction" }),
+    el("details", {}, el("summary", {}, "as a table"), confusionTable(runId, names, confusion.cells)));
+  return section;
+}
+
+function cellHref(runId, label, pred) {
+  return `#/runs/${runId}/gallery?view=hardest&label=${label}&pred=${pred}`;
+}
+
+function confusionTable(runId, names, cells) {
+  const count = new Map(cells.map((c) => [`${c.label},${c.pred}`, c.count]));
+  return el("table", { class: "matrix", id: "confusion-table" },
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "label \\ predicted"), names.map((n) => el("th", { scope: "col" }, n)))),
+    el("tbody", {}, names.map((rowName, label) => el("tr", {}, el("th", { scope: "row" }, rowName),
+      names.map((_, pred) => {
+        const n = count.get(`${label},${pred}`) ?? 0;
+        return el("td", { class: label === pred ? "diagonal" : "" }, n ? el("a", { href: cellHref(runId, label, pred) }, n.toLocaleString()) : "·");
+      })))));
+}
+
+export function drawConfusion(runId, summary, confusion) {
+  const node = document.getElementById("confusion-chart");
+  if (!window.Plotly || !node || !confusion) return;
+  const names = confusion.class_names;
+  const z = names.map(() => names.map(() => 0));
+  for (const c of confusion.cells) if (c.label < names.length && c.pred < names.length) z[c.label][c.pred] = c.count;
+  // Off the diagonal is what matters; a log colour scale keeps small cells visible.
+  const shown = z.map((row) => row.map((n) => (n ? Math.log10(n + 1) : null)));
+  const labels = names.map((n, i) => `${i}: ${n}`);
+  Plotly.react(node, [{
+    type: "heatmap", x: labels, y: labels, z: shown, customdata: z, colorscale: "Blues", showscale: false, xgap: 1, ygap: 1,
+    hovertemplate: "label %{y}<br>predicted %{x}<br>%{customdata} samples<extra></extra>",
+  }], layout("Label (rows) by latest prediction (columns)", {
+    height: Math.min(640, 140 + 28 * names.length),
+    xaxis: { title: { text: "predicted" }, type: "category", side: "bottom" },
+    yaxis: { title: { text: "label" }, type: "category", autorange: "reversed" },
+    margin: { l: 90, r: 20, t: 40, b: 70 },
+  }), CONFIG);
+  node.removeAllListeners?.("plotly_click");
+  node.on("plotly_click", (event) => {
+    const point = event.points?.[0];
+    if (point) location.hash = cellHref(runId, point.pointIndex[0], point.pointIndex[1]);
+  });
 }
 
 // The export, with what it will hold under the chosen policy before anything downloads.
@@ -77,7 +138,7 @@ export function drawCharts(summary) {
     { x: epochs, y: pct(lo), mode: "lines", line: { width: 0 }, showlegend: false, hoverinfo: "skip" },
     { x: epochs, y: pct(hi), mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: color, name },
   ];
-  const config = { responsive: true, displaylogo: false };
+  const config = CONFIG;
   Plotly.react("loss-chart", [
     ...band(0, 4, `p${names[0]}–p${names[4]}`, "rgba(36,87,214,0.15)"),
     ...band(1, 3, `p${names[1]}–p${names[3]}`, "rgba(36,87,214,0.3)"),
@@ -90,13 +151,11 @@ export function drawCharts(summary) {
   Plotly.react("evictions-chart", [
     { x: epochs, y: summary.epochs_detail.map((e) => e.evicted_new), type: "bar", name: "new evictions", marker: { color: "#c62828" } },
     { x: epochs, y: summary.epochs_detail.map((e) => e.evicted_total), mode: "lines+markers", name: "evicted in total", yaxis: "y2" },
-  ], layout("Evictions per epoch", { xaxis: { title: { text: "epoch" }, dtick: 1 }, yaxis: { title: { text: "new" } }, yaxis2: { overlaying: "y", side: "right", title: { text: "total" } } }), config);
+  ], layout("Evictions per epoch", {
+    xaxis: { title: { text: "epoch" }, dtick: 1 },
+    yaxis: { title: { text: "new" }, rangemode: "tozero" },
+    yaxis2: { overlaying: "y", side: "right", title: { text: "total" }, rangemode: "tozero", automargin: true },
+    margin: { l: 55, r: 60, t: 40, b: 45 },
+  }), config);
 }
 
-export async function loadOverview(main, runId) {
-  const summary = await api.run(runId);
-  renderOverview(main, runId, summary);
-  return summary;
-}
-
-export { fmt };

@@ -1,61 +1,77 @@
-import { api, VIEWS } from "./api.js";
+import { api } from "./api.js";
 import { el } from "./dom.js";
+import { apiParams, describe, listFrom, listQuery } from "./list.js";
 import { renderSample, sampleActions } from "./sample.js";
 
-// Review mode: one sample at a time from a gallery view, driven by the keyboard.
+/** The previous / next links of a sample in the list it was opened from. */
+export function neighbourLinks(detail, hrefOf) {
+  return el("p", { class: "neighbours" },
+    detail.previous_id !== null ? el("a", { href: hrefOf(detail.previous_id), id: "previous" }, "← previous") : el("span", { class: "notice" }, "first in this list"), " · ",
+    detail.next_id !== null ? el("a", { href: hrefOf(detail.next_id), id: "next" }, "next →") : el("span", { class: "notice" }, "last in this list"));
+}
+
+// Moves within a list without adding to the history: Back returns to where the list came from.
+export function replaceHash(hash) {
+  history.replaceState(history.state, "", hash);
+  window.dispatchEvent(new HashChangeEvent("hashchange"));
+}
+
+/** Review mode: one sample at a time from a list, driven by the keyboard; a decision
+ *  advances to the next sample. Its place (the sample) is in the URL; its progress counts
+ *  decisions in the store, so a reload resumes both. */
 export async function renderReview(main, runId, summary, query, setKeys, say) {
-  const view = VIEWS[query.get("view")] ? query.get("view") : "hardest";
-  const params = { ...VIEWS[view].params, limit: 200 };
-  if (query.get("label")) params.label = query.get("label");
-  let page = await api.samples(runId, params);
-  const items = [...page.items];
-  let total = page.total;
-  let position = 0;
-  const reviewed = new Set();
+  const list = listFrom(query);
+  const params = apiParams(list);
+  const hrefOf = (sampleId) => `#/runs/${runId}/review?${listQuery(list, { sample: sampleId })}`;
+  const title = `Review: ${describe(list, summary.class_names)}`;
+  let sampleId = /^\d+$/.test(query.get("sample") ?? "") ? Number(query.get("sample")) : null;
+  if (sampleId === null) {
+    const first = await api.samples(runId, { ...params, limit: 1 });
+    if (!first.items.length) {
+      main.replaceChildren(el("h1", {}, title), el("p", { class: "notice" }, "Nothing to review in this list yet. ",
+        el("a", { href: `#/runs/${runId}/gallery?${listQuery(list)}` }, "Back to the gallery")));
+      return null;
+    }
+    sampleId = first.items[0].sample_id;
+    history.replaceState(history.state, "", hrefOf(sampleId));
+  }
   const progress = el("p", { class: "progress", id: "review-progress", role: "status", "aria-live": "polite" });
   const body = el("div", { id: "review-body" });
-  main.replaceChildren(el("div", { class: "toolbar" },
-    el("strong", {}, `Review: ${VIEWS[view].title}`), progress,
-    el("span", { class: "notice" }, "← / k previous · → / j next · 0–9 relabel · v keep · x drop · f flag · u undo · ? help")), body);
-  if (!items.length) {
-    body.append(el("p", { class: "notice" }, "Nothing to review in this view yet."));
-    return;
-  }
-  let actions = null;
+  main.replaceChildren(el("div", { class: "toolbar review-bar" },
+    el("strong", {}, title), progress,
+    el("a", { href: `#/runs/${runId}/gallery?${listQuery(list)}`, id: "back-to-gallery" }, "gallery of this list"),
+    el("span", { class: "notice" }, "j / → next · k / ← previous · 0–9 relabel · v keep · x drop · f flag · u undo · ? help")), body);
+
   let detail = null;
-  const show = async () => {
-    const item = items[position];
-    reviewed.add(item.sample_id);
-    detail = await api.sample(runId, item.sample_id, params.sort);
-    const refresh = async () => { detail = await api.sample(runId, item.sample_id, params.sort); draw(); };
-    actions = await sampleActions(runId, item.sample_id, refresh, say);
-    draw();
+  const countProgress = async () => {
+    const [all, decided] = await Promise.all([
+      api.samples(runId, { ...params, limit: 1 }),
+      api.samples(runId, { ...params, reviewed: "true", limit: 1 }),
+    ]);
+    progress.textContent = `${decided.total.toLocaleString()} of ${all.total.toLocaleString()} decided`;
   };
-  const draw = () => {
-    renderSample(body, runId, detail, actions, `Sample ${detail.sample_id} (${position + 1} in this view)`);
-    progress.textContent = `${reviewed.size} of ${total.toLocaleString()} reviewed`;
+  const draw = () => renderSample(body, runId, detail, actions, {
+    heading: `Sample ${detail.sample_id}`, epochs: summary.epochs, nav: neighbourLinks(detail, hrefOf),
+  });
+  const refresh = async () => { detail = await api.sample(runId, sampleId, params); draw(); await countProgress(); };
+  const advance = async () => {
+    if (detail.next_id !== null) replaceHash(hrefOf(detail.next_id));
+    else { await refresh(); say("That was the last sample of this list"); }
   };
-  const move = async (step) => {
-    const next = position + step;
-    if (next < 0) return;
-    if (next >= items.length && page.next_cursor) {
-      page = await api.samples(runId, { ...params, cursor: page.next_cursor });
-      items.push(...page.items);
-      total = page.total;
-    }
-    if (next >= items.length) { say("End of this view"); return; }
-    position = next;
-    await show();
-  };
+  const decided = async () => { detail = await api.sample(runId, sampleId, params); await advance(); };
+  const actions = sampleActions(runId, sampleId, refresh, say, decided);
+  detail = await api.sample(runId, sampleId, params);
+  draw();
+  await countProgress();
   setKeys((key) => {
-    if (key === "ArrowRight" || key === "j") return move(1);
-    if (key === "ArrowLeft" || key === "k") return move(-1);
+    if ((key === "ArrowRight" || key === "j") && detail.next_id !== null) return replaceHash(hrefOf(detail.next_id));
+    if ((key === "ArrowLeft" || key === "k") && detail.previous_id !== null) return replaceHash(hrefOf(detail.previous_id));
     if (/^[0-9]$/.test(key) && Number(key) < summary.class_names.length) return actions.relabel(Number(key));
     if (key === "f") return actions.flag(!detail.flagged, document.getElementById("flag-reason")?.value);
     if (key === "x") return actions.drop();
     if (key === "v") return actions.keep();
     if (key === "u") return actions.undo();
-    return undefined;
+    return false;
   });
-  await show();
+  return { refresh: countProgress };
 }

@@ -19,21 +19,27 @@ export function historyList(detail) {
     events.length ? events : el("li", {}, "No decisions yet."));
 }
 
-export function drawTrajectory(detail) {
+// Epochs without a visit are gaps, not straight lines; the x axis spans the run's epochs.
+export function drawTrajectory(detail, runEpochs) {
   if (!window.Plotly) return;
-  const epochs = detail.trajectory.map((t) => t.epoch);
+  const span = Math.max(runEpochs, ...detail.trajectory.map((t) => t.epoch + 1), 1);
+  const epochs = Array.from({ length: span }, (_, i) => i);
+  const byEpoch = new Map(detail.trajectory.map((t) => [t.epoch, t]));
+  const of = (field) => epochs.map((e) => byEpoch.get(e)?.[field] ?? null);
   const visits = detail.visit_losses;
   const jitter = new Map();
   const visitX = visits.map((v) => { const k = (jitter.get(v.epoch) ?? 0) + 1; jitter.set(v.epoch, k); return v.epoch + 0.08 * k; });
   const config = { responsive: true, displaylogo: false };
+  const xaxis = { title: { text: "epoch" }, dtick: 1, range: [-0.5, span - 0.5] };
+  const shapes = detail.evicted_epoch !== null ? [{ type: "line", x0: detail.evicted_epoch, x1: detail.evicted_epoch, yref: "paper", y0: 0, y1: 1, line: { color: "#c62828", dash: "dash" } }] : [];
   Plotly.react("trajectory-chart", [
-    { x: epochs, y: detail.trajectory.map((t) => t.mean_loss), mode: "lines+markers", name: "mean per epoch" },
-    { x: epochs, y: detail.trajectory.map((t) => t.max_loss), mode: "lines", name: "max per epoch", line: { dash: "dot" } },
+    { x: epochs, y: of("mean_loss"), mode: "lines+markers", name: "mean per epoch", connectgaps: false },
+    { x: epochs, y: of("max_loss"), mode: "lines", name: "max per epoch", line: { dash: "dot" }, connectgaps: false },
     { x: visitX, y: visits.map((v) => v.loss), mode: "markers", name: "each visit", marker: { size: 6, opacity: 0.6 } },
-  ], { title: { text: "Loss trajectory", font: { size: 14 } }, height: 280, margin: { l: 45, r: 10, t: 40, b: 40 }, xaxis: { title: { text: "epoch" }, dtick: 1 }, legend: { orientation: "h", y: -0.3 } }, config);
+  ], { title: { text: "Loss trajectory", font: { size: 14 } }, autosize: true, height: 280, margin: { l: 45, r: 10, t: 40, b: 40 }, xaxis, shapes, legend: { orientation: "h", y: -0.3 } }, config);
   Plotly.react("visits-epoch-chart", [
-    { x: epochs, y: detail.trajectory.map((t) => t.visits), type: "bar", name: "visits" },
-  ], { title: { text: "Visits per epoch", font: { size: 14 } }, height: 220, margin: { l: 45, r: 10, t: 40, b: 40 }, xaxis: { dtick: 1 } }, config);
+    { x: epochs, y: epochs.map((e) => byEpoch.get(e)?.visits ?? 0), type: "bar", name: "visits" },
+  ], { title: { text: "Visits per epoch", font: { size: 14 } }, autosize: true, height: 220, margin: { l: 45, r: 10, t: 40, b: 40 }, xaxis: { ...xaxis, title: undefined }, yaxis: { rangemode: "tozero" } }, config);
 }
 
 // Eviction is the sampler's suggestion: say what it rests on.
@@ -44,8 +50,12 @@ function evictionText(detail) {
 }
 
 // Renders one sample; `actions` performs changes so review mode and this view share them.
-export function renderSample(container, runId, detail, actions, heading) {
+// `options`: heading, the run's epochs, and `nav` (previous / next links of the list it came from).
+export function renderSample(container, runId, detail, actions, options = {}) {
+  const focused = document.activeElement?.id || null;
   clear(container);
+  if (options.nav) container.append(options.nav);
+  const heading = options.heading;
   const names = detail.class_names;
   const label = names[detail.label] ?? String(detail.label);
   container.append(el("h1", {}, heading ?? `Sample ${detail.sample_id}`));
@@ -54,12 +64,13 @@ export function renderSample(container, runId, detail, actions, heading) {
     el("p", {}, "Label: ", el("strong", { id: "current-label" }, label),
       detail.relabeled ? el("span", { class: "badge relabeled" }, ` was ${names[detail.original_label] ?? detail.original_label}`) : null),
     el("p", {}, `Suspicion ${fmt(detail.score)} · latest loss ${fmt(detail.last_loss)} · mean ${fmt(detail.mean_loss)} · max ${fmt(detail.max_loss)} · ${detail.visits} visits`),
-    detail.last_pred !== null ? el("p", {}, `Last prediction: ${names[detail.last_pred] ?? detail.last_pred}`) : null,
+    detail.last_pred !== null ? el("p", { id: "prediction" }, `Latest prediction: ${names[detail.last_pred] ?? detail.last_pred}`,
+      detail.last_margin !== null ? ` (margin ${fmt(detail.last_margin, 2)}: ${detail.last_margin < 0 ? "the model prefers another class" : "the model agrees with the label"})` : "") : null,
     detail.evicted_epoch !== null ? el("p", { class: "error", id: "eviction" }, evictionText(detail)) : null,
     el("p", { class: "notice" }, detail.source ? `Source: ${detail.source}` : ""),
   );
   const classes = el("div", { class: "classes", role: "group", "aria-label": "Relabel as" },
-    names.map((name, i) => el("button", { type: "button", "aria-pressed": i === detail.label ? "true" : "false", "data-class": i, onclick: () => actions.relabel(i) }, `${i < 10 ? `${i}: ` : ""}${name}`)));
+    names.map((name, i) => el("button", { type: "button", id: `relabel-${i}`, "aria-pressed": i === detail.label ? "true" : "false", "data-class": i, onclick: () => actions.relabel(i) }, `${i < 10 ? `${i}: ` : ""}${name}`)));
   const reason = el("input", { type: "text", id: "flag-reason", "aria-label": "Flag reason", placeholder: "reason", value: detail.flag_reason ?? "" });
   const note = el("textarea", { id: "note", "aria-label": "Note" });
   note.value = detail.note ?? "";
@@ -79,23 +90,29 @@ export function renderSample(container, runId, detail, actions, heading) {
     el("button", { type: "button", id: "save-note", onclick: () => actions.note(note.value) }, "Save note"),
     el("h2", {}, "History"), historyList(detail),
   );
-  const charts = el("div", {},
+  const charts = el("div", { class: "sample-charts" },
     el("div", { class: "chart", id: "trajectory-chart", role: "img", "aria-label": "Loss trajectory of this sample" }),
     el("div", { class: "chart", id: "visits-epoch-chart", role: "img", "aria-label": "Visits of this sample per epoch" }),
   );
-  container.append(el("div", { class: "sample" }, el("div", {}, viewer, controls), charts));
-  drawTrajectory(detail);
+  // Image, decisions and charts side by side: on a wide screen every control is above the fold.
+  container.append(el("div", { class: "sample" }, viewer, controls, charts));
+  drawTrajectory(detail, options.epochs ?? 0);
+  // A re-render after a click keeps the keyboard where it was (not on <body>).
+  const again = focused ? document.getElementById(focused) : null;
+  if (again && container.contains(again)) again.focus({ preventScroll: true });
 }
 
-export async function sampleActions(runId, sampleId, refresh, say) {
-  const wrap = (work) => async (...args) => {
-    try { await work(...args); await refresh(); } catch (error) { say(error.message, true); }
+/** The decisions on one sample. `decided()` runs after a decision (review mode advances);
+ *  `refresh()` redraws the sample after an undo, a flag or a note. */
+export function sampleActions(runId, sampleId, refresh, say, decided = refresh) {
+  const wrap = (work, after) => async (...args) => {
+    try { await work(...args); await (after ?? refresh)(); } catch (error) { say(error.message, true); }
   };
   const current = () => api.sample(runId, sampleId);
   return {
-    relabel: wrap(async (label) => { await api.review(runId, "relabel", [sampleId], { label }); say(`Relabelled sample ${sampleId}`); }),
-    keep: wrap(async () => { await api.review(runId, "keep", [sampleId]); say(`Kept sample ${sampleId}`); }),
-    drop: wrap(async () => { await api.review(runId, "drop", [sampleId]); say(`Dropped sample ${sampleId} from the export`); }),
+    relabel: wrap(async (label) => { await api.review(runId, "relabel", [sampleId], { label }); say(`Relabelled sample ${sampleId}`); }, () => decided()),
+    keep: wrap(async () => { await api.review(runId, "keep", [sampleId]); say(`Kept sample ${sampleId}`); }, () => decided()),
+    drop: wrap(async () => { await api.review(runId, "drop", [sampleId]); say(`Dropped sample ${sampleId} from the export`); }, () => decided()),
     undo: wrap(async () => { const result = await api.undoLatest(runId); say(result.message); }),
     flag: wrap(async (flagged, reason) => { await api.review(runId, flagged ? "flag" : "unflag", [sampleId], { reason: reason || null }); say(flagged ? `Flagged sample ${sampleId}` : `Unflagged sample ${sampleId}`); }),
     note: wrap(async (text) => { const d = await current(); await api.relabel(runId, sampleId, d.label, text); say("Note saved"); }),

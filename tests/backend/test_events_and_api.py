@@ -20,7 +20,7 @@ def test_events_stream_reports_the_run(client):
     event = text.split("\n\n")[0]
     assert event.startswith("event: run\ndata: ")
     data = json.loads(event.split("data: ", 1)[1])
-    assert data == {"epochs": 3, "status": "finished", "evicted": data["evicted"]}
+    assert data == {"epochs": 3, "status": "finished", "evicted": data["evicted"], "latest_run_id": 1}
     assert data["evicted"] > 0
     assert client.get("/api/v1/runs/5/events").json() == {"detail": "Run 5 not found"}
 
