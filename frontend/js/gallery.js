@@ -83,7 +83,7 @@ export async function renderGallery(main, runId, summary, query, say) {
   let anchor = null; // the tile a shift-click extends from
   const selectedCount = el("strong", { id: "selected-count" });
   const bulkLabel = el("select", { id: "bulk-label", "aria-label": "New label for the selected samples" },
-    names.map((name, i) => el("option", { value: i }, `${i}: ${name}`)));
+    names.map((name, i) => el("option", { value: i }, name)));
   const actionButtons = [
     el("button", { type: "button", id: "bulk-relabel" }, "Relabel"),
     el("button", { type: "button", id: "bulk-keep" }, "Keep"),

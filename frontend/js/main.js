@@ -138,12 +138,16 @@ async function route() {
 async function showSample(runId, sampleId, list) {
   const params = apiParams(list);
   const hrefOf = (id) => `#/runs/${runId}/samples/${id}?${listQuery(list)}`;
+  const back = { href: `#/runs/${runId}/gallery?${listQuery(list)}`, text: "← Back to the gallery" };
+  if (sampleId >= summary.num_samples) {
+    return errorPage("No such sample", `Run ${summary.name} has samples 0 to ${(summary.num_samples - 1).toLocaleString()}; there is no sample ${sampleId}.`, back);
+  }
   let detail;
   try {
     detail = await api.sample(runId, sampleId, params);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
-      return errorPage("No such sample", error.message, { href: `#/runs/${runId}/gallery?${listQuery(list)}`, text: "← Back to the gallery" });
+      return errorPage("No such sample", error.message, back);
     }
     throw error;
   }

@@ -87,9 +87,9 @@ export function drawConfusion(runId, summary, confusion) {
   for (const c of confusion.cells) if (c.label < names.length && c.pred < names.length) z[c.label][c.pred] = c.count;
   // Off the diagonal is what matters; a log colour scale keeps small cells visible.
   const shown = z.map((row) => row.map((n) => (n ? Math.log10(n + 1) : null)));
-  const labels = names.map((n, i) => `${i}: ${n}`);
+  const labels = names.map((n, i) => (n.startsWith(String(i)) ? n : `${i}: ${n}`));
   Plotly.react(node, [{
-    type: "heatmap", x: labels, y: labels, z: shown, customdata: z, colorscale: "Blues", showscale: false, xgap: 1, ygap: 1,
+    type: "heatmap", x: labels, y: labels, z: shown, customdata: z, colorscale: "Blues", reversescale: true, showscale: false, xgap: 1, ygap: 1,
     hovertemplate: "label %{y}<br>predicted %{x}<br>%{customdata} samples<extra></extra>",
   }], layout("Label (rows) by latest prediction (columns)", {
     height: Math.min(640, 140 + 28 * names.length),
