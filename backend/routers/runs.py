@@ -64,6 +64,8 @@ def get_confusion(run_id: RunId, session: SessionDep) -> schemas.ConfusionMatrix
     cells = samples.confusion_counts(session, run)
     return schemas.ConfusionMatrix(
         class_names=run.dataset.class_names,
-        cells=[schemas.ConfusionCell(label=a, pred=b, count=n) for (a, b), n in sorted(cells.items())],
+        cells=[
+            schemas.ConfusionCell(label=a, pred=b, count=n) for (a, b), n in sorted(cells.items())
+        ],
         samples=sum(cells.values()),
     )

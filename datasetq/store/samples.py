@@ -433,7 +433,9 @@ def sample_detail(
         .order_by(LabelChangeRecord.id)
     ).scalars()
     sort_value = None if state is None else getattr(state, _sort_column(sort).key)
-    previous, following = _neighbours(session, run, sample_id, sort, sort_value, descending, filters)
+    previous, following = _neighbours(
+        session, run, sample_id, sort, sort_value, descending, filters
+    )
     row = SampleRow(
         sample_id=sample_id,
         label=sample.current_label,
@@ -485,9 +487,7 @@ def _neighbours(
     column = _sort_column(sort)
     key = tuple_(column, SampleStateRecord.sample_id)
     joined, conditions = _filtered(run, filters)
-    base = joined.add_columns(SampleStateRecord.sample_id).where(
-        *conditions, column.is_not(None)
-    )
+    base = joined.add_columns(SampleStateRecord.sample_id).where(*conditions, column.is_not(None))
     here = tuple_(value, sample_id)
     up = (column.asc(), SampleStateRecord.sample_id.asc())
     down = (column.desc(), SampleStateRecord.sample_id.desc())

@@ -23,3 +23,9 @@ export function fmt(value, digits = 3) {
   if (value === null || value === undefined) return "–";
   return typeof value === "number" ? value.toFixed(digits) : String(value);
 }
+
+// Plotly loads without holding the page up: charts draw once it has arrived.
+export function whenPlotly(draw) {
+  if (window.Plotly) { draw(); return; }
+  document.getElementById("plotly-script")?.addEventListener("load", () => draw(), { once: true });
+}

@@ -1,5 +1,5 @@
 import { api } from "./api.js";
-import { clear, el } from "./dom.js";
+import { clear, el, whenPlotly } from "./dom.js";
 
 const layout = (title, extra = {}) => ({
   title: { text: title, font: { size: 14 } },
@@ -42,8 +42,11 @@ export function renderOverview(main, runId, summary, confusion = null) {
     el("div", { class: "chart", id: "evictions-chart", role: "img", "aria-label": "Evictions per epoch" }),
   );
   main.append(charts, confusionPanel(runId, summary, confusion));
-  drawCharts(summary);
-  drawConfusion(runId, summary, confusion);
+  whenPlotly(() => {
+    if (!charts.isConnected) return;
+    drawCharts(summary);
+    drawConfusion(runId, summary, confusion);
+  });
 }
 
 // Label x latest prediction: each cell opens the gallery of exactly its samples.
@@ -81,7 +84,7 @@ function confusionTable(runId, names, cells) {
 
 export function drawConfusion(runId, summary, confusion) {
   const node = document.getElementById("confusion-chart");
-  if (!window.Plotly || !node || !confusion) return;
+  if (!window.Plotly || !node?.isConnected || !confusion) return;
   const names = confusion.class_names;
   const z = names.map(() => names.map(() => 0));
   for (const c of confusion.cells) if (c.label < names.length && c.pred < names.length) z[c.label][c.pred] = c.count;
@@ -130,7 +133,7 @@ function exportPanel(runId, summary) {
 }
 
 export function drawCharts(summary) {
-  if (!window.Plotly) return;
+  if (!window.Plotly || !document.getElementById("loss-chart")) return;
   const epochs = summary.epochs_detail.map((e) => e.epoch);
   const pct = (i) => summary.epochs_detail.map((e) => (e.loss_percentiles ? e.loss_percentiles[i] : null));
   const names = summary.percentiles;

@@ -1,5 +1,5 @@
 import { api } from "./api.js";
-import { clear, el, fmt } from "./dom.js";
+import { clear, el, fmt, whenPlotly } from "./dom.js";
 
 export function historyList(detail) {
   const names = detail.class_names;
@@ -21,7 +21,7 @@ export function historyList(detail) {
 
 // Epochs without a visit are gaps, not straight lines; the x axis spans the run's epochs.
 export function drawTrajectory(detail, runEpochs) {
-  if (!window.Plotly) return;
+  if (!window.Plotly || !document.getElementById("trajectory-chart")) return;
   const span = Math.max(runEpochs, ...detail.trajectory.map((t) => t.epoch + 1), 1);
   const epochs = Array.from({ length: span }, (_, i) => i);
   const byEpoch = new Map(detail.trajectory.map((t) => [t.epoch, t]));
@@ -70,7 +70,7 @@ export function renderSample(container, runId, detail, actions, options = {}) {
     el("p", { class: "notice" }, detail.source ? `Source: ${detail.source}` : ""),
   );
   const classes = el("div", { class: "classes", role: "group", "aria-label": "Relabel as" },
-    names.map((name, i) => el("button", { type: "button", id: `relabel-${i}`, "aria-pressed": i === detail.label ? "true" : "false", "data-class": i, onclick: () => actions.relabel(i) }, `${i < 10 ? `${i}: ` : ""}${name}`)));
+    names.map((name, i) => el("button", { type: "button", id: `relabel-${i}`, "aria-pressed": i === detail.label ? "true" : "false", "data-class": i, onclick: () => actions.relabel(i) }, name.startsWith(String(i)) || i >= 10 ? name : `${i}: ${name}`)));
   const reason = el("input", { type: "text", id: "flag-reason", "aria-label": "Flag reason", placeholder: "reason", value: detail.flag_reason ?? "" });
   const note = el("textarea", { id: "note", "aria-label": "Note" });
   note.value = detail.note ?? "";
@@ -96,7 +96,7 @@ export function renderSample(container, runId, detail, actions, options = {}) {
   );
   // Image, decisions and charts side by side: on a wide screen every control is above the fold.
   container.append(el("div", { class: "sample" }, viewer, controls, charts));
-  drawTrajectory(detail, options.epochs ?? 0);
+  whenPlotly(() => { if (charts.isConnected) drawTrajectory(detail, options.epochs ?? 0); });
   // A re-render after a click keeps the keyboard where it was (not on <body>).
   const again = focused ? document.getElementById(focused) : null;
   if (again && container.contains(again)) again.focus({ preventScroll: true });

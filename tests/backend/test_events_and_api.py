@@ -20,7 +20,12 @@ def test_events_stream_reports_the_run(client):
     event = text.split("\n\n")[0]
     assert event.startswith("event: run\ndata: ")
     data = json.loads(event.split("data: ", 1)[1])
-    assert data == {"epochs": 3, "status": "finished", "evicted": data["evicted"], "latest_run_id": 1}
+    assert data == {
+        "epochs": 3,
+        "status": "finished",
+        "evicted": data["evicted"],
+        "latest_run_id": 1,
+    }
     assert data["evicted"] > 0
     assert client.get("/api/v1/runs/5/events").json() == {"detail": "Run 5 not found"}
 
@@ -89,3 +94,33 @@ def test_timestamps_carry_their_timezone(client):
     for run in client.get("/api/v1/runs").json():
         for name in ("started_at", "heartbeat_at"):
             assert run[name].endswith(("Z", "+00:00")), (name, run[name])
+
+
+def test_static_assets_are_compressed_and_the_favicon_is_served(client):
+    import gzip
+
+    import plotly
+
+    from datasetq.bundled import dashboard_files
+
+    original = plotly.__path__[0] + "/package_data/plotly.min.js"
+    with open(original, "rb") as handle:
+        script = handle.read()
+    # httpx decodes gzip itself; read the raw bytes to see what travelled.
+    with client.stream("GET", "/static/plotly.min.js", headers={"Accept-Encoding": "gzip"}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-encoding"] == "gzip"
+        raw = b"".join(r.iter_raw())
+    assert len(raw) < len(script) / 3
+    assert gzip.decompress(raw) == script
+    plain = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    assert plain.content == script
+    for path in ("/", "/js/main.js", "/app.css"):
+        response = client.get(path, headers={"Accept-Encoding": "gzip"})
+        assert response.status_code == 200
+        assert response.headers.get("content-encoding") == "gzip", path
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/svg+xml"
+    assert icon.content == (dashboard_files() / "favicon.svg").read_bytes()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.backend.conftest import FLIPPED, query
+from tests.backend.conftest import FLIPPED, N, query
 
 BASE = "/api/v1/runs/1"
 
@@ -150,3 +150,20 @@ def test_decisions_belong_to_the_dataset_and_show_in_every_run_over_it(writer, f
     assert writer.get(f"/api/v1/runs/{second}/samples/5").json()["verdict"] == "drop"
     counts = writer.get(f"/api/v1/runs/{second}/export/counts").json()
     assert counts["dropped_by_reviewer"] == 1
+
+
+def test_reviewed_lists_the_samples_with_a_standing_decision(writer):
+    def reviewed():
+        page = writer.get("/api/v1/runs/1/samples?reviewed=true&limit=1000").json()
+        assert page["total"] == len(page["items"])
+        return {i["sample_id"] for i in page["items"]}
+
+    assert reviewed() == set()
+    act(writer, "keep", [1, 2])
+    flag = act(writer, "flag", [3])
+    act(writer, "relabel", [4], label=0)
+    assert reviewed() == {1, 2, 3, 4}
+    undecided = writer.get("/api/v1/runs/1/samples?reviewed=false&limit=1000").json()
+    assert undecided["total"] == N - 4
+    writer.post(f"/api/v1/runs/1/reviews/{flag['id']}/undo", json={})
+    assert reviewed() == {1, 2, 4}

@@ -65,6 +65,9 @@ def test_hardest_are_the_flipped_ones(client):
             "mispredicted=true",
             lambda i: i["last_pred"] is not None and i["last_pred"] != i["label"],
         ),
+        ("pred=4", lambda i: i["last_pred"] == 4),
+        ("label=5&pred=4", lambda i: i["label"] == 5 and i["last_pred"] == 4),
+        ("reviewed=false", lambda i: i["verdict"] is None and not i["flagged"]),
         ("flagged=false", lambda i: not i["flagged"]),
         ("relabeled=false", lambda i: not i["relabeled"]),
     ],
@@ -138,3 +141,59 @@ def test_an_evicted_sample_shows_the_evidence_it_was_evicted_on(client):
         None,
     )
     assert clean["score"] < detail["score"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("sort=evicted_epoch&order=asc&evicted=true", "evicted_epoch"),
+        ("sort=loss&order=desc&label=3", "last_loss"),
+        ("sort=score&order=desc&mispredicted=true", "score"),
+        ("sort=visits&order=asc&pred=2", "visits"),
+    ],
+)
+def test_previous_and_next_walk_the_list_the_sample_was_opened_from(client, query, field):
+    """A sample's neighbours are those of its list (view, filters, order), not of the run."""
+    items, _, _ = walk(client, f"{query}&limit=100")
+    ids = [i["sample_id"] for i in items]
+    assert len(ids) >= 3, query
+    rid = run_id(client)
+    for at, sample_id in enumerate(ids):
+        detail = client.get(f"/api/v1/runs/{rid}/samples/{sample_id}?{query}").json()
+        assert detail["previous_id"] == (ids[at - 1] if at else None)
+        assert detail["next_id"] == (ids[at + 1] if at + 1 < len(ids) else None)
+
+
+def test_the_confusion_matrix_counts_what_each_cell_lists(client):
+    rid = run_id(client)
+    matrix = client.get(f"/api/v1/runs/{rid}/confusion").json()
+    assert matrix["class_names"][3] == "3 - three"
+    cells = {(c["label"], c["pred"]): c["count"] for c in matrix["cells"]}
+    assert sum(cells.values()) == matrix["samples"] == N  # the seed reports a prediction for all
+    # The seed moved each flipped label up by one and predicts the true class.
+    assert sum(n for (label, pred), n in cells.items() if label != pred) == len(FLIPPED)
+    assert all(label == (pred + 1) % 10 for (label, pred) in cells if label != pred)
+    for (label, pred), count in cells.items():
+        items, total, _ = walk(client, f"label={label}&pred={pred}&limit=1000")
+        assert total == len(items) == count
+
+
+def test_a_run_without_predictions_has_an_empty_confusion_matrix(tmp_path):
+    import numpy as np
+
+    from datasetq import HeapqSampler, Recorder
+    from datasetq.training import MNISTSplit
+    from tests.backend.conftest import make_client
+
+    url = f"sqlite:///{tmp_path / 'losses-only.db'}"
+    dataset = MNISTSplit(np.arange(40), np.arange(40) % 10)
+    with Recorder(url, run="losses only", dataset=dataset) as recorder:
+        sampler = HeapqSampler(dataset, recorder=recorder, seed=0)
+        ids = np.array(list(sampler))
+        sampler.update(ids, {"loss": np.ones(len(ids))})
+    with make_client(url) as client:
+        matrix = client.get("/api/v1/runs/1/confusion").json()
+        assert matrix["cells"] == []
+        assert matrix["samples"] == 0
+        assert len(matrix["class_names"]) == 10
+        assert client.get("/api/v1/runs/7/confusion").status_code == 404

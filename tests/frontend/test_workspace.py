@@ -92,7 +92,12 @@ def page(browser):
 
 
 def tile_ids(page) -> list[int]:
-    return [int(i) for i in page.eval_on_selector_all("#gallery-grid .tile", "ts => ts.map(t => t.dataset.sample)")]
+    return [
+        int(i)
+        for i in page.eval_on_selector_all(
+            "#gallery-grid .tile", "ts => ts.map(t => t.dataset.sample)"
+        )
+    ]
 
 
 def screenshot(page, name: str) -> None:
@@ -108,22 +113,40 @@ def test_shift_click_twenty_tiles_relabel_them_at_once_and_undo_in_one_step(work
     page.locator("#gallery-grid .tile .pick").nth(0).click()
     page.locator("#gallery-grid .tile .pick").nth(19).click(modifiers=["Shift"])
     assert page.inner_text("#selected-count") == "20 selected"
-    before = dict(query(url, f"SELECT sample_id, current_label FROM samples WHERE sample_id IN ({','.join(map(str, ids))})"))
+    before = dict(
+        query(
+            url,
+            f"SELECT sample_id, current_label FROM samples WHERE sample_id IN ({','.join(map(str, ids))})",
+        )
+    )
     page.select_option("#bulk-label", "7")
     page.click("#bulk-relabel")
     assert page.inner_text("#confirm-text") == "Relabel 20 samples as 7 - seven?"
     screenshot(page, "bulk-confirm")
     page.click("#confirm-ok")
     page.wait_for_selector("#bulk-undo")
-    stored = dict(query(url, f"SELECT sample_id, current_label FROM samples WHERE sample_id IN ({','.join(map(str, ids))})"))
+    stored = dict(
+        query(
+            url,
+            f"SELECT sample_id, current_label FROM samples WHERE sample_id IN ({','.join(map(str, ids))})",
+        )
+    )
     assert stored == {i: 7 for i in ids}
     actions = query(url, "SELECT id, kind, label FROM review_actions")
-    assert len(actions) == 1 and actions[0][1:] == ("relabel", 7)
+    assert len(actions) == 1
+    assert actions[0][1:] == ("relabel", 7)
     assert page.inner_text("#selected-count") == "0 selected"
     screenshot(page, "bulk-relabelled")
     page.click("#bulk-undo")
-    page.wait_for_function("() => document.querySelector('#last-action').innerText.startsWith('Undid')")
-    stored = dict(query(url, f"SELECT sample_id, current_label FROM samples WHERE sample_id IN ({','.join(map(str, ids))})"))
+    page.wait_for_function(
+        "() => document.querySelector('#last-action').innerText.startsWith('Undid')"
+    )
+    stored = dict(
+        query(
+            url,
+            f"SELECT sample_id, current_label FROM samples WHERE sample_id IN ({','.join(map(str, ids))})",
+        )
+    )
     assert stored == before
     log = query(url, "SELECT kind, undoes FROM review_actions ORDER BY id")
     assert log == [("relabel", None), ("undo", actions[0][0])]
@@ -159,7 +182,9 @@ def test_a_confusion_cell_opens_exactly_the_samples_the_store_holds_for_it(works
     page.locator("#confusion").scroll_into_view_if_needed()
     screenshot(page, "confusion-matrix")
     click_confusion_cell(page, 3, 5)
-    page.wait_for_function("() => location.hash.includes('label=3') && location.hash.includes('pred=5')")
+    page.wait_for_function(
+        "() => location.hash.includes('label=3') && location.hash.includes('pred=5')"
+    )
     page.wait_for_selector("#gallery-grid .tile")
     page.wait_for_function(
         "n => document.querySelector('#gallery-count').innerText === `${n} of ${n} shown`",
@@ -167,7 +192,8 @@ def test_a_confusion_cell_opens_exactly_the_samples_the_store_holds_for_it(works
     )
     assert set(tile_ids(page)) == expected
     assert "predicted 5 - five" in page.inner_text("h1")
-    assert page.input_value("#class-select") == "3" and page.input_value("#pred-select") == "5"
+    assert page.input_value("#class-select") == "3"
+    assert page.input_value("#pred-select") == "5"
     screenshot(page, "confusion-cell-gallery")
 
 
@@ -194,24 +220,30 @@ def test_next_follows_the_evicted_class_list_and_back_restores_the_gallery(works
                 "ORDER BY t.evicted_epoch, t.sample_id",
             )
         ]
-        assert ids == stored and len(ids) >= 12
+        assert ids == stored
+        assert len(ids) >= 12
         page.mouse.wheel(0, 800)
         page.wait_for_function("() => window.scrollY >= 700")
         first = first_visible_tile(page)
-        assert first != ids[0], page.evaluate("() => [window.scrollY, document.querySelector('#gallery-grid').getBoundingClientRect().top, document.documentElement.scrollHeight]")
+        assert first != ids[0], page.evaluate(
+            "() => [window.scrollY, document.querySelector('#gallery-grid').getBoundingClientRect().top, document.documentElement.scrollHeight]"
+        )
         # A tile in the middle of the screen, clicked where it is (no scrolling to it first).
         start = ids.index(first) + 8
         box = page.locator(f'#gallery-grid .tile[data-sample="{ids[start]}"] img').bounding_box()
         assert 100 < box["y"] < 500
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.wait_for_function("id => document.querySelector('h1')?.innerText === `Sample ${id}`", arg=ids[start])
+        page.wait_for_function(
+            "id => document.querySelector('h1')?.innerText === `Sample ${id}`", arg=ids[start]
+        )
         for step in range(1, 6):
             page.keyboard.press("j")
             page.wait_for_function(
                 "id => document.querySelector('h1')?.innerText === `Sample ${id}`",
                 arg=ids[start + step],
             )
-            assert "view=evicted" in page.url and "label=3" in page.url
+            assert "view=evicted" in page.url
+            assert "label=3" in page.url
         screenshot(page, "sample-in-evicted-list")
         page.go_back()
         page.wait_for_selector("#gallery-grid .tile")
@@ -227,22 +259,31 @@ def test_reload_in_review_mode_resumes_at_the_same_sample_and_count(workspace, p
     base, url = workspace
     page.goto(f"{base}/#/runs/1/review?view=score")
     page.wait_for_selector("#review-progress")
-    page.wait_for_function("() => /^0 of [\\d,]+ decided$/.test(document.querySelector('#review-progress').innerText)")
+    page.wait_for_function(
+        "() => /^0 of [\\d,]+ decided$/.test(document.querySelector('#review-progress').innerText)"
+    )
     for decided, key in enumerate(["v", "x", "v"], start=1):
         heading = page.inner_text("h1")
         page.keyboard.press(key)
-        page.wait_for_function("h => document.querySelector('h1')?.innerText !== h && document.querySelector('h1') !== null", arg=heading)
+        page.wait_for_function(
+            "h => document.querySelector('h1')?.innerText !== h && document.querySelector('h1') !== null",
+            arg=heading,
+        )
         page.wait_for_function(
             "n => document.querySelector('#review-progress')?.innerText.startsWith(`${n} of`)",
             arg=decided,
         )
-    verdicts = query(url, "SELECT verdict, count(*) FROM samples WHERE verdict IS NOT NULL GROUP BY verdict")
+    verdicts = query(
+        url, "SELECT verdict, count(*) FROM samples WHERE verdict IS NOT NULL GROUP BY verdict"
+    )
     assert dict(verdicts) == {"keep": 2, "drop": 1}
     heading, progress, where = page.inner_text("h1"), page.inner_text("#review-progress"), page.url
     assert "sample=" in where
     page.reload()
     page.wait_for_function("h => document.querySelector('h1')?.innerText === h", arg=heading)
-    page.wait_for_function("p => document.querySelector('#review-progress')?.innerText === p", arg=progress)
+    page.wait_for_function(
+        "p => document.querySelector('#review-progress')?.innerText === p", arg=progress
+    )
     assert page.url == where
     screenshot(page, "review-after-reload")
 
@@ -258,9 +299,14 @@ def test_an_open_gallery_and_the_run_picker_follow_a_recording(tmp_path, page):
         page.goto(f"{instance.base_url}/#/runs/1/gallery?view=evicted")
         page.wait_for_selector("#gallery-empty:not([hidden])")
         assert page.inner_text("#gallery-count") == "0 of 0 shown"
+        assert page.locator("#load-more").is_hidden()  # nothing more to load in an empty list
         assert "live run (live)" in page.inner_text("#run-select")
         record_epochs(sampler, labels, noisy, 3)  # epoch 2, which evicts, is written as 3 starts
-        evicted = wait_for_store(url, "SELECT count(*) FROM sample_state WHERE evicted_epoch IS NOT NULL", lambda n: n > 0)
+        evicted = wait_for_store(
+            url,
+            "SELECT count(*) FROM sample_state WHERE evicted_epoch IS NOT NULL",
+            lambda n: n > 0,
+        )
         page.wait_for_function(
             "n => document.querySelector('#gallery-count').innerText.endsWith(`of ${n} shown`)",
             arg=f"{evicted:,}",
@@ -268,12 +314,16 @@ def test_an_open_gallery_and_the_run_picker_follow_a_recording(tmp_path, page):
         assert page.locator("#gallery-grid .tile").count() == min(evicted, 60)
         assert page.locator("#gallery-empty").is_hidden()
         recorder.close()
-        page.wait_for_function("() => document.querySelector('#run-select').innerText.includes('live run (finished)')")
+        page.wait_for_function(
+            "() => document.querySelector('#run-select').innerText.includes('live run (finished)')"
+        )
         assert "run finished" in page.inner_text("#run-status")
         second = Recorder(url, run="second run", dataset=dataset).open()
         try:
             HeapqSampler(dataset, recorder=second, seed=1)
-            page.wait_for_function("() => document.querySelector('#run-select').innerText.includes('second run')")
+            page.wait_for_function(
+                "() => document.querySelector('#run-select').innerText.includes('second run')"
+            )
         finally:
             second.close()
         screenshot(page, "live-gallery")
@@ -296,7 +346,17 @@ def wait_for_store(url: str, sql: str, ready, seconds: float = 20.0):
     raise AssertionError(f"the store never answered {sql!r} as expected (last: {last})")
 
 
-REVIEW_CONTROLS = [*(f"#relabel-{i}" for i in range(10)), "#keep", "#drop", "#undo", "#flag-toggle", "#flag-reason", "#note", "#save-note", "#history"]
+REVIEW_CONTROLS = [
+    *(f"#relabel-{i}" for i in range(10)),
+    "#keep",
+    "#drop",
+    "#undo",
+    "#flag-toggle",
+    "#flag-reason",
+    "#note",
+    "#save-note",
+    "#history",
+]
 
 
 def test_layout_fits_every_review_control_and_narrow_screens(workspace, browser):
@@ -307,24 +367,38 @@ def test_layout_fits_every_review_control_and_narrow_screens(workspace, browser)
         page.wait_for_selector("#history")
         for selector in REVIEW_CONTROLS:
             box = page.locator(selector).bounding_box()
-            assert box and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= 900, selector
+            assert box is not None, selector
+            # Its top, at least (a history grows downwards), is on screen.
+            assert 0 <= box["y"] <= 900 - min(box["height"], 40), selector
         screenshot(page, "review-1440")
     finally:
         context.close()
     assert problems == [], problems
     context, page, problems = new_page(browser, 600, 900)
     try:
-        views = ["", "/gallery?view=score", "/review?view=evicted", "/samples/3?view=hardest", "/nowhere"]
+        views = [
+            "",
+            "/gallery?view=score",
+            "/review?view=evicted",
+            "/samples/3?view=hardest",
+            "/nowhere",
+        ]
         for view in views:
             page.goto(f"{base}/#/runs/1{view}")
-            page.wait_for_selector("#loss-chart .main-svg, #gallery-grid .tile, #history, #error-page")
+            page.wait_for_selector(
+                "#loss-chart .main-svg, #gallery-grid .tile, #history, #error-page"
+            )
             page.wait_for_timeout(300)  # charts settle to their card's width
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), view
             for chart in page.locator(".chart").all():
-                assert chart.evaluate("c => !c.querySelector('.main-svg') || c.querySelector('.main-svg').getBoundingClientRect().right <= c.getBoundingClientRect().right + 1"), view
+                assert chart.evaluate(
+                    "c => !c.querySelector('.main-svg') || c.querySelector('.main-svg').getBoundingClientRect().right <= c.getBoundingClientRect().right + 1"
+                ), view
             top = page.locator(".topbar").bounding_box()
             assert top["height"] <= 110, view
-            screenshot(page, f"narrow-{view.strip('/').split('?')[0].replace('/', '-') or 'overview'}")
+            screenshot(
+                page, f"narrow-{view.strip('/').split('?')[0].replace('/', '-') or 'overview'}"
+            )
     finally:
         context.close()
     assert problems == [], problems
@@ -332,9 +406,15 @@ def test_layout_fits_every_review_control_and_narrow_screens(workspace, browser)
 
 def test_unknown_runs_samples_and_pages_say_so_with_a_way_back(workspace, page):
     base, _ = workspace
-    for where, title in (("#/runs/99", "No such run"), ("#/runs/1/samples/5000", "No such sample"), ("#/elsewhere", "No such page")):
+    for where, title in (
+        ("#/runs/99", "No such run"),
+        ("#/runs/1/samples/5000", "No such sample"),
+        ("#/elsewhere", "No such page"),
+    ):
         page.goto(f"{base}/{where}")
-        page.wait_for_function("t => document.querySelector('#error-page h1')?.innerText === t", arg=title)
+        page.wait_for_function(
+            "t => document.querySelector('#error-page h1')?.innerText === t", arg=title
+        )
         assert page.locator("#error-back").get_attribute("href").startswith("#/")
         if "samples" in where:
             assert "there is no sample 5000" in page.inner_text("#error-page")
@@ -344,3 +424,19 @@ def test_unknown_runs_samples_and_pages_say_so_with_a_way_back(workspace, page):
     page.fill("#goto-id", "42")
     page.press("#goto-id", "Enter")
     page.wait_for_function("() => document.querySelector('h1')?.innerText === 'Sample 42'")
+
+
+def test_focus_stays_on_the_control_that_was_clicked(workspace, page):
+    base, _ = workspace
+    page.goto(f"{base}/#/runs/1/samples/8")
+    page.wait_for_selector("#flag-toggle")
+    page.click("#flag-toggle")
+    page.wait_for_function(
+        "() => document.querySelector('#flag-toggle').innerText.startsWith('Unflag')"
+    )
+    assert page.evaluate("document.activeElement.id") == "flag-toggle"
+    page.click("#relabel-2")
+    page.wait_for_function(
+        "() => document.querySelector('#current-label').innerText.startsWith('2')"
+    )
+    assert page.evaluate("document.activeElement.id") == "relabel-2"
