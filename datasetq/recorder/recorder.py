@@ -508,6 +508,11 @@ class Recorder(SamplerListener):
         self._coverage_epochs[ids] = restored.coverage_epochs
         self._coverage_sum[ids] = np.nan_to_num(restored.score) * restored.coverage_epochs
         self.labels[restored.relabeled_ids] = restored.relabeled_to
+        if self._seq > 0:
+            # A continued run (after a crash, the state written last may be up to
+            # state_interval old): its first state write carries every sample, from the
+            # sampler, which resumed from its own checkpoint.
+            self._state_dirty[:] = True
         self._decision_cursor = restored.last_decision
         self._label_cursor = restored.last_label_change
 
