@@ -76,7 +76,9 @@ def test_the_check_above_finds_http_where_there_is_some():
 def test_importing_the_library_loads_no_web_framework():
     code = (
         "import sys, datasetq, datasetq.recorder, datasetq.store.export, datasetq.manifest\n"
-        "loaded = {'fastapi', 'uvicorn', 'plotly', 'starlette', 'pydantic_settings'} & set(sys.modules)\n"
+        "import datasetq.integrations\n"
+        "loaded = {'fastapi', 'uvicorn', 'plotly', 'starlette', 'pydantic_settings',\n"
+        "          'lightning', 'transformers'} & set(sys.modules)\n"
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -56,7 +56,12 @@ def lightning_job(args: argparse.Namespace) -> None:
     class Model(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+            self.net = torch.nn.Sequential(
+                torch.nn.Flatten(),
+                torch.nn.Linear(784, 32),
+                torch.nn.ReLU(),
+                torch.nn.Linear(32, 10),
+            )
             self.log_file = None
 
         def train_dataloader(self):
@@ -66,7 +71,9 @@ def lightning_job(args: argparse.Namespace) -> None:
             ids, (x, y) = batch
             if self.log_file is None:
                 self.log_file = draws_log(out, self.global_rank)
-            self.log_file.write(json.dumps({"epoch": self.current_epoch, "ids": ids.tolist()}) + "\n")
+            self.log_file.write(
+                json.dumps({"epoch": self.current_epoch, "ids": ids.tolist()}) + "\n"
+            )
             self.log_file.flush()
             if args.kill_at is not None and self.current_epoch == args.kill_at and batch_idx == 2:
                 time.sleep(1.5)  # the recorder has written the epochs before this one
@@ -77,7 +84,9 @@ def lightning_job(args: argparse.Namespace) -> None:
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_epochs=1, save_top_k=-1)
+    checkpoints = pl.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints", save_last=True, every_n_epochs=1, save_top_k=-1
+    )
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
@@ -94,6 +103,69 @@ def lightning_job(args: argparse.Namespace) -> None:
         (out / "visits.json").write_text(json.dumps(callback.sampler.visits.tolist()))
 
 
+def transformers_job(args: argparse.Namespace) -> None:
+    from transformers import TrainingArguments, ViTConfig, ViTForImageClassification, set_seed
+
+    from datasetq.integrations.transformers import ID_KEY, DatasetqTrainer
+
+    set_seed(0)
+    out = Path(args.out)
+    config = ViTConfig(
+        image_size=28,
+        patch_size=7,
+        num_channels=1,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+    )
+    model = ViTForImageClassification(config)  # built from a config: nothing downloads
+
+    class LoggingTrainer(DatasetqTrainer):
+        batches = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                if not hasattr(self, "log_file"):
+                    self.log_file = draws_log(out, self.args.process_index)
+                epoch = self.sampler.epoch
+                self.log_file.write(
+                    json.dumps({"epoch": epoch, "ids": inputs[ID_KEY].tolist()}) + "\n"
+                )
+                self.log_file.flush()
+                self.batches += 1
+                if args.kill_at is not None and epoch == args.kill_at and self.batches % 16 == 3:
+                    time.sleep(1.5)
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    training = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=32,
+        learning_rate=1e-3,
+        save_strategy="epoch",
+        logging_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = LoggingTrainer(
+        model=model,
+        args=training,
+        train_dataset=Digits(args.samples),
+        recorder=args.db,
+        run="transformers",
+        sampler_options={"seed": 0, "chunk_size": 32},
+    )
+    trainer.train(resume_from_checkpoint=args.resume)
+    if trainer.is_world_process_zero():
+        (out / "visits.json").write_text(json.dumps(trainer.sampler.visits.tolist()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("framework", choices=["lightning", "transformers"])
@@ -106,7 +178,7 @@ def main() -> None:
     parser.add_argument("--resume", default=None, help="a checkpoint to resume from")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"lightning": lightning_job}[args.framework](args)
+    {"lightning": lightning_job, "transformers": transformers_job}[args.framework](args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""datasetq in PyTorch Lightning: a recorded run the dashboard shows, resume after a kill with
-the same draws, and DDP on two CPU processes (gloo). Each job runs in its own process."""
+"""datasetq in PyTorch Lightning and the Hugging Face Trainer: a recorded run the dashboard
+shows, resume after a kill with the same draws, and DDP on two CPU processes (gloo). Each job
+(tests/integrations/jobs.py) runs in its own process."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +15,39 @@ import pytest
 
 from tests.backend.conftest import make_client, query
 
-pytest.importorskip("lightning", reason="needs the lightning extra (pip install -e '.[lightning]')")
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = 512
+FRAMEWORKS = ["lightning", "transformers"]
 
 
-def run_job(*args: str, expect_killed: bool = False) -> None:
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def framework(request):
+    name = request.param
+    pytest.importorskip(name, reason=f"needs the {name} extra (pip install -e '.[{name}]')")
+    return name
+
+
+def run_job(framework: str, *args: str, expect_killed: bool = False, ranks: int = 1) -> None:
+    if ranks == 1:
+        launch = [sys.executable, "-m", "tests.integrations.jobs", framework]
+    elif framework == "lightning":  # Lightning's DDP strategy launches the other rank itself
+        launch = [
+            sys.executable,
+            "-m",
+            "tests.integrations.jobs",
+            framework,
+            "--devices",
+            str(ranks),
+        ]
+    else:
+        launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}"]
+        launch += [f"--master_port={free_port()}", "-m", "tests.integrations.jobs", framework]
+    # A port of its own: the previous job's rendezvous port may not be free again yet.
+    environment = {**os.environ, "MASTER_PORT": str(free_port())}
     result = subprocess.run(
-        [sys.executable, "-m", "tests.integrations.jobs", "lightning", *args],
+        [*launch, *args],
+        env=environment,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -40,6 +67,12 @@ def draws(out: Path, rank: int = 0) -> dict[int, list[int]]:
     return by_epoch
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def stored_visits(url: str) -> list[int]:
     visits = [0] * SAMPLES
     for sample_id, count in query(url, "SELECT sample_id, visits FROM sample_state"):
@@ -48,15 +81,15 @@ def stored_visits(url: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lightning")
+def uninterrupted(framework, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(framework)
     url = f"sqlite:///{folder / 'whole.db'}"
-    run_job("--db", url, "--out", str(folder / "whole"))
-    return url, folder / "whole"
+    run_job(framework, "--db", url, "--out", str(folder / "whole"))
+    return framework, url, folder / "whole"
 
 
-def test_a_lightning_run_is_recorded_with_the_samplers_visits(uninterrupted):
-    url, out = uninterrupted
+def test_a_run_is_recorded_with_the_samplers_visits(uninterrupted):
+    framework, url, out = uninterrupted
     sampler_visits = json.loads((out / "visits.json").read_text())
     assert stored_visits(url) == sampler_visits
     epochs = draws(out)
@@ -65,7 +98,7 @@ def test_a_lightning_run_is_recorded_with_the_samplers_visits(uninterrupted):
     assert sum(sampler_visits) == sum(len(ids) for ids in epochs.values())
     with make_client(url) as client:
         (run,) = client.get("/api/v1/runs").json()
-        assert (run["name"], run["status"], run["epochs"]) == ("lightning", "finished", 3)
+        assert (run["name"], run["status"], run["epochs"]) == (framework, "finished", 3)
         summary = client.get(f"/api/v1/runs/{run['id']}").json()
         assert [e["draws"] for e in summary["epochs_detail"]] == [len(epochs[e]) for e in range(3)]
         page = client.get(f"/api/v1/runs/{run['id']}/samples?sort=visits&limit=1").json()
@@ -74,26 +107,35 @@ def test_a_lightning_run_is_recorded_with_the_samplers_visits(uninterrupted):
 
 
 def test_killed_after_epoch_two_and_resumed_it_draws_as_if_never_stopped(uninterrupted, tmp_path):
-    url_whole, whole = uninterrupted
+    framework, url_whole, whole = uninterrupted
     url = f"sqlite:///{tmp_path / 'killed.db'}"
-    run_job("--db", url, "--out", str(tmp_path / "killed"), "--kill-at", "2", expect_killed=True)
-    checkpoint = tmp_path / "killed" / "checkpoints" / "last.ckpt"
-    assert checkpoint.is_file()
+    killed_out = tmp_path / "killed"
+    run_job(framework, "--db", url, "--out", str(killed_out), "--kill-at", "2", expect_killed=True)
+    if framework == "lightning":
+        checkpoint = killed_out / "checkpoints" / "last.ckpt"
+    else:  # the Trainer's checkpoint after epoch 2 (16 steps of 32 per epoch)
+        checkpoint = killed_out / "checkpoints" / "checkpoint-32"
+    assert checkpoint.exists()
     assert query(url, "SELECT epochs FROM runs") == [(2,)]
-    run_job("--db", url, "--out", str(tmp_path / "resumed"), "--resume", str(checkpoint))
-    expected, killed, resumed = draws(whole), draws(tmp_path / "killed"), draws(tmp_path / "resumed")
-    assert killed[0] == expected[0] and killed[1] == expected[1]
+    run_job(framework, "--db", url, "--out", str(tmp_path / "resumed"), "--resume", str(checkpoint))
+    expected, killed, resumed = (
+        draws(whole),
+        draws(tmp_path / "killed"),
+        draws(tmp_path / "resumed"),
+    )
+    assert killed[0] == expected[0]
+    assert killed[1] == expected[1]
     assert sorted(resumed) == [2]
     assert resumed[2] == expected[2]
     # One run, continued: the store holds what the uninterrupted run's store holds.
-    assert query(url, "SELECT name, status, epochs FROM runs") == [("lightning", "finished", 3)]
+    assert query(url, "SELECT name, status, epochs FROM runs") == [(framework, "finished", 3)]
     assert stored_visits(url) == stored_visits(url_whole)
 
 
-def test_ddp_on_two_cpu_processes_shares_the_epoch_and_records_one_run(tmp_path):
+def test_ddp_on_two_cpu_processes_shares_the_epoch_and_records_one_run(framework, tmp_path):
     url = f"sqlite:///{tmp_path / 'ddp.db'}"
     out = tmp_path / "ddp"
-    run_job("--db", url, "--out", str(out), "--devices", "2")
+    run_job(framework, "--db", url, "--out", str(out), ranks=2)
     ranks = [draws(out, 0), draws(out, 1)]
     assert sorted(ranks[0]) == sorted(ranks[1]) == [0, 1, 2]
     # Epoch 0 visits every sample once: the two shares are disjoint and cover the dataset.
@@ -101,7 +143,7 @@ def test_ddp_on_two_cpu_processes_shares_the_epoch_and_records_one_run(tmp_path)
     assert sorted(ranks[0][0] + ranks[1][0]) == list(range(SAMPLES))
     for epoch in range(3):
         assert abs(len(ranks[0][epoch]) - len(ranks[1][epoch])) <= 32  # a chunk apart at most
-    assert query(url, "SELECT name, status, epochs FROM runs") == [("lightning", "finished", 3)]
+    assert query(url, "SELECT name, status, epochs FROM runs") == [(framework, "finished", 3)]
     # Rank 0 recorded every rank's draws: the store's visits are both shares together.
     combined = [0] * SAMPLES
     for rank in ranks:
