@@ -60,6 +60,18 @@ export async function renderReview(main, runId, summary, query, setKeys, say) {
   };
   const decided = async () => { detail = await api.sample(runId, sampleId, params); await advance(); };
   const actions = sampleActions(runId, sampleId, refresh, say, decided);
+  // Undo goes back to the sample it changed (a decision moved review on from it).
+  actions.undo = async () => {
+    try {
+      const result = await api.undoLatest(runId);
+      say(result.message);
+      const changed = result.undo?.sample_ids ?? [];
+      if (changed.length === 1 && changed[0] !== sampleId) replaceHash(hrefOf(changed[0]));
+      else await refresh();
+    } catch (error) {
+      say(error.message, true);
+    }
+  };
   detail = await api.sample(runId, sampleId, params);
   draw();
   await countProgress();

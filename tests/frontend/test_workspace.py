@@ -262,8 +262,10 @@ def test_reload_in_review_mode_resumes_at_the_same_sample_and_count(workspace, p
     page.wait_for_function(
         "() => /^0 of [\\d,]+ decided$/.test(document.querySelector('#review-progress').innerText)"
     )
+    decided_on = []
     for decided, key in enumerate(["v", "x", "v"], start=1):
         heading = page.inner_text("h1")
+        decided_on.append(heading)
         page.keyboard.press(key)
         page.wait_for_function(
             "h => document.querySelector('h1')?.innerText !== h && document.querySelector('h1') !== null",
@@ -286,6 +288,12 @@ def test_reload_in_review_mode_resumes_at_the_same_sample_and_count(workspace, p
     )
     assert page.url == where
     screenshot(page, "review-after-reload")
+    # u takes the last decision back, and review returns to the sample it was on.
+    page.keyboard.press("u")
+    page.wait_for_function("h => document.querySelector('h1')?.innerText === h", arg=decided_on[-1])
+    page.wait_for_function(
+        "() => document.querySelector('#review-progress')?.innerText.startsWith('2 of')"
+    )
 
 
 def test_an_open_gallery_and_the_run_picker_follow_a_recording(tmp_path, page):
