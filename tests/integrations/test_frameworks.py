@@ -5,6 +5,7 @@ shows, resume after a kill with the same draws, and DDP on two CPU processes (gl
 from __future__ import annotations
 
 import json
+import time
 import os
 import socket
 import subprocess
@@ -155,3 +156,74 @@ def test_ddp_on_two_cpu_processes_shares_the_epoch_and_records_one_run(framework
                 combined[i] += 1
     assert stored_visits(url) == combined
     assert json.loads((out / "visits.json").read_text()) == combined
+
+
+@pytest.mark.filterwarnings("ignore")  # Lightning's advice on workers and loggers
+def test_dashboard_decisions_reach_a_lightning_job_at_the_next_epoch(tmp_path):
+    """Drop one sample and relabel another through the API while epoch 0 trains: from epoch 1
+    the dropped one is never drawn and the relabelled one trains with its new label. (The
+    recorder looks for decisions about once a second, off the training thread.)"""
+    pl = pytest.importorskip("lightning.pytorch")
+    import torch
+    import torch.nn.functional as F
+
+    from datasetq.integrations.lightning import DatasetqCallback, sample_outputs
+    from tests.integrations.jobs import Digits
+
+    url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    callback = DatasetqCallback(url, run="decisions", seed=0)
+    dataset = Digits(256)
+    dropped, relabeled = 5, 7
+    new_label = (int(dataset.targets[relabeled]) + 3) % 10
+    seen: dict[int, list[tuple[int, int]]] = {}
+
+    class Decide(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if (trainer.current_epoch, batch_idx) != (0, 1):
+                return
+            with make_client(url) as client:
+                for body in (
+                    {"kind": "drop", "sample_ids": [dropped]},
+                    {"kind": "relabel", "sample_ids": [relabeled], "label": new_label},
+                ):
+                    assert client.post("/api/v1/runs/1/reviews", json=body).status_code == 200
+            time.sleep(2.5)  # the recorder's background poll has seen them before epoch 1
+
+    class Model(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+        def train_dataloader(self):
+            return callback.dataloader(dataset, batch_size=32)
+
+        def training_step(self, batch, batch_idx):
+            ids, (x, y) = batch
+            seen.setdefault(self.current_epoch, []).extend(
+                zip(ids.tolist(), y.tolist(), strict=True)
+            )
+            logits = self.net(x)
+            return sample_outputs(F.cross_entropy(logits, y, reduction="none"), logits, y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        callbacks=[callback, Decide()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(Model())
+    assert any(i == dropped for i, _ in seen[0])
+    for epoch in (1, 2):
+        assert all(i != dropped for i, _ in seen[epoch])
+        labels = {y for i, y in seen[epoch] if i == relabeled}
+        assert labels == {new_label}, (epoch, labels)
+    assert dropped in callback.sampler.evicted.tolist()
+    assert query(url, "SELECT current_label FROM samples WHERE sample_id = :i", i=relabeled) == [
+        (new_label,)
+    ]
