@@ -5,11 +5,11 @@ shows, resume after a kill with the same draws, and DDP on two CPU processes (gl
 from __future__ import annotations
 
 import json
-import time
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
