@@ -13,6 +13,8 @@ const readPlace = (key) => { try { return JSON.parse(sessionStorage.getItem(key)
 
 function tile(runId, item, classNames, list, selected) {
   const name = (i) => classNames[i] ?? String(i);
+  // "7 - seven" is "7" on a tile: the badges stay one line each.
+  const short = (i) => (name(i).startsWith(`${i} `) ? String(i) : name(i));
   const label = name(item.label);
   const href = `#/runs/${runId}/samples/${item.sample_id}?${listQuery(list)}`;
   const predicted = item.last_pred !== null;
@@ -22,11 +24,11 @@ function tile(runId, item, classNames, list, selected) {
     el("a", { href, class: "open" },
       el("img", { src: api.imageUrl(runId, item.sample_id, 96), alt: `Sample ${item.sample_id}, labelled ${label}`, loading: "lazy", width: 96, height: 96 })),
     el("div", { class: "badges" },
-      el("span", { class: "badge", title: "label" }, label),
+      el("span", { class: "badge", title: `label: ${label}` }, `label ${short(item.label)}`),
       predicted ? el("span", {
         class: `badge pred${wrong ? " wrong" : ""}`,
         title: "latest prediction; margin: the label's logit minus the largest other (below 0: the model prefers another class)",
-      }, `pred ${name(item.last_pred)}${item.last_margin !== null ? ` · m ${fmt(item.last_margin, 1)}` : ""}`) : null,
+      }, `pred ${short(item.last_pred)}${item.last_margin !== null ? ` · m ${fmt(item.last_margin, 1)}` : ""}`) : null,
       el("span", { class: "badge", title: "latest loss" }, `loss ${fmt(item.last_loss, 2)}`),
       el("span", { class: "badge", title: "visits" }, `${item.visits}×`),
       item.evicted_epoch !== null ? el("span", { class: "badge evicted" }, `evicted e${item.evicted_epoch}`) : null,
