@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from tests.integrations.jobs import Digits
+from tests.integrations.jobs import Digits, tiny_vit
 
 
 def lightning_fit(samples: int, epochs: int, mode: str, folder: Path) -> float:
@@ -80,27 +80,11 @@ def lightning_fit(samples: int, epochs: int, mode: str, folder: Path) -> float:
 
 
 def transformers_fit(samples: int, epochs: int, mode: str, folder: Path) -> float:
-    from transformers import (
-        Trainer,
-        TrainingArguments,
-        ViTConfig,
-        ViTForImageClassification,
-        set_seed,
-    )
+    from transformers import Trainer, TrainingArguments, set_seed
 
     from datasetq.integrations.transformers import DatasetqTrainer
 
     set_seed(0)
-    config = ViTConfig(
-        image_size=28,
-        patch_size=7,
-        num_channels=1,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=10,
-    )
     digits = Digits(samples)
 
     class Items(torch.utils.data.Dataset):
@@ -123,7 +107,7 @@ def transformers_fit(samples: int, epochs: int, mode: str, folder: Path) -> floa
         seed=0,
         disable_tqdm=True,
     )
-    model = ViTForImageClassification(config)
+    model = tiny_vit()
     if mode == "plain":
         trainer = Trainer(model=model, args=args, train_dataset=Items())
     else:

@@ -1,11 +1,15 @@
-"""The GPU benchmark is run where a GPU is lent, rarely: it must not rot in between. Here it runs
-on the CPU at a tiny size; its timings are not looked at, only that it runs every variant."""
+"""Benchmarks run on demand (the GPU one only where a GPU is lent): they must not rot in
+between. Here each runs at a tiny size; its timings are not looked at, only that it runs."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_TINY = ("--device", "cpu", "--samples", "300", "--repeats", "1")
@@ -52,3 +56,37 @@ def test_store_benchmark_measures_the_api_store_functions_at_a_small_scale(tmp_p
     assert result.returncode == 0, result.stderr
     for query in ("run summary", "top-60 by suspicion", "evicted, by suspicion", "sample's detail"):
         assert query in result.stdout, result.stdout
+
+
+INTEGRATIONS_TINY = ("--samples", "256", "--epochs", "1", "--repeats", "1")
+
+
+def test_integration_benchmark_runs_both_frameworks_at_a_tiny_size():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_integrations.py", *INTEGRATIONS_TINY],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["Lightning", "HF Trainer"]
+
+
+def test_first_chart_benchmark_measures_both_encodings():
+    if (
+        shutil.which("/usr/bin/chromium") is None
+        and os.environ.get("DATASETQ_REQUIRE_BROWSER") != "1"
+    ):
+        pytest.skip("needs Debian's chromium")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_first_chart.py", "--repeats", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["gzip (as served)", "uncompressed"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import Query
+from fastapi import Depends, Query
 from sqlalchemy.orm import Session
 
 from datasetq.store import runs, samples
@@ -14,22 +14,35 @@ from ..deps import RunId, SampleId, SessionDep, api_router
 
 router = api_router("/runs/{run_id}/samples", "samples")
 
+ClassId = Annotated[int | None, Query(ge=0, le=1_000_000)]
+
+
+def list_filters(
+    evicted: bool | None = None,
+    flagged: bool | None = None,
+    relabeled: bool | None = None,
+    label: ClassId = None,
+    mispredicted: bool | None = None,
+    pred: ClassId = None,
+    reviewed: bool | None = None,
+) -> samples.Filters:
+    """The filters of a sample list, from the query (the list route and a sample's neighbours
+    take the same ones)."""
+    return samples.Filters(evicted, flagged, relabeled, label, mispredicted, pred, reviewed)
+
+
+FiltersDep = Annotated[samples.Filters, Depends(list_filters)]
+
 
 @router.get("", response_model=schemas.SamplePage, responses=schemas.NOT_FOUND)
 def list_samples(
     run_id: RunId,
     session: SessionDep,
+    filters: FiltersDep,
     sort: schemas.SortKey = "loss",
     order: Literal["desc", "asc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    evicted: bool | None = None,
-    flagged: bool | None = None,
-    relabeled: bool | None = None,
-    label: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    mispredicted: bool | None = None,
-    pred: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    reviewed: bool | None = None,
 ) -> schemas.SamplePage:
     """Samples ranked by ``sort`` (keyset pagination: pass ``next_cursor`` back as ``cursor``).
 
@@ -39,7 +52,6 @@ def list_samples(
     kept, dropped, relabelled or flagged.
     """
     run = runs.require_run(session, run_id)
-    filters = samples.Filters(evicted, flagged, relabeled, label, mispredicted, pred, reviewed)
     page = samples.sample_page(session, run, sort, order == "desc", limit, cursor, filters)
     return schemas.SamplePage.model_validate(page, from_attributes=True)
 
@@ -49,20 +61,13 @@ def get_sample(
     run_id: RunId,
     sample_id: SampleId,
     session: SessionDep,
+    filters: FiltersDep,
     sort: schemas.SortKey = "loss",
     order: Literal["desc", "asc"] = "desc",
-    evicted: bool | None = None,
-    flagged: bool | None = None,
-    relabeled: bool | None = None,
-    label: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    mispredicted: bool | None = None,
-    pred: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    reviewed: bool | None = None,
 ) -> schemas.SampleDetail:
     """One sample: trajectory, labels and their history, flags, and its neighbours
     (``previous_id``, ``next_id``) in the list the other parameters describe, as on the
     list route."""
-    filters = samples.Filters(evicted, flagged, relabeled, label, mispredicted, pred, reviewed)
     run = runs.require_run(session, run_id)
     return sample_detail(session, run, sample_id, sort, order == "desc", filters)
 

@@ -37,6 +37,24 @@ class Digits(Dataset):
         return self.images[index], int(self.targets[index])
 
 
+def tiny_vit():
+    """A one-layer ViT image classifier for 28x28 digits, built from a config (nothing
+    downloads)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=28,
+        patch_size=7,
+        num_channels=1,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+    )
+    return ViTForImageClassification(config)
+
+
 def draws_log(out: Path, rank: int):
     out.mkdir(parents=True, exist_ok=True)
     return (out / f"draws-rank{rank}.jsonl").open("a")
@@ -104,23 +122,13 @@ def lightning_job(args: argparse.Namespace) -> None:
 
 
 def transformers_job(args: argparse.Namespace) -> None:
-    from transformers import TrainingArguments, ViTConfig, ViTForImageClassification, set_seed
+    from transformers import TrainingArguments, set_seed
 
     from datasetq.integrations.transformers import ID_KEY, DatasetqTrainer
 
     set_seed(0)
     out = Path(args.out)
-    config = ViTConfig(
-        image_size=28,
-        patch_size=7,
-        num_channels=1,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=10,
-    )
-    model = ViTForImageClassification(config)  # built from a config: nothing downloads
+    model = tiny_vit()
 
     class LoggingTrainer(DatasetqTrainer):
         batches = 0
