@@ -204,15 +204,9 @@ def sample_page(
     column = _sort_column(sort)
     joined, conditions = _filtered(run, filters)
     conditions.append(column.is_not(None))  # a sample without this value has no rank yet
-    key = tuple_(column, SampleStateRecord.sample_id)
+    order, beyond = _ranking(column, descending)
     if cursor is not None:
-        value, after = decode_cursor(cursor)
-        conditions.append(key < tuple_(value, after) if descending else key > tuple_(value, after))
-    order = (
-        (column.desc(), SampleStateRecord.sample_id.desc())
-        if descending
-        else (column.asc(), SampleStateRecord.sample_id.asc())
-    )
+        conditions.append(beyond(*decode_cursor(cursor)))
     rows = session.execute(
         joined.add_columns(*ROW_COLUMNS.values(), column)
         .where(*conditions)
@@ -225,6 +219,17 @@ def sample_page(
         last = rows[limit - 1]
         next_cursor = encode_cursor(last[-1], last[0])
     return SamplePage(items, count_samples(session, run, sort, filters), next_cursor)
+
+
+def _ranking(column: Any, descending: bool) -> tuple[tuple[Any, Any], Any]:
+    """A list's order by ``(column, sample_id)``, and ``beyond(value, sample_id)``: the
+    condition for the samples that come after that key in it."""
+    key = tuple_(column, SampleStateRecord.sample_id)
+    if descending:
+        order = (column.desc(), SampleStateRecord.sample_id.desc())
+        return order, lambda value, sample_id: key < tuple_(value, sample_id)
+    order = (column.asc(), SampleStateRecord.sample_id.asc())
+    return order, lambda value, sample_id: key > tuple_(value, sample_id)
 
 
 def _sort_column(sort: str) -> Any:
@@ -417,7 +422,8 @@ def sample_detail(
 ) -> SampleDetail:
     """One sample: its row, trajectory, label and review history, and its neighbours in the
     list ``sort`` / ``descending`` / ``filters`` (the list it was opened from), placed by its
-    own sort value even when a decision moved it out of the filters. Raises :class:`NotFoundError` for an unknown sample."""
+    own sort value even when a decision moved it out of the filters. Raises
+    :class:`NotFoundError` for an unknown sample."""
     check_sample(run, sample_id)
     sample = session.get(SampleRecord, (run.dataset.id, sample_id))
     if sample is None:
@@ -485,18 +491,15 @@ def _neighbours(
     if value is None:
         return None, None
     column = _sort_column(sort)
-    key = tuple_(column, SampleStateRecord.sample_id)
     joined, conditions = _filtered(run, filters)
     base = joined.add_columns(SampleStateRecord.sample_id).where(*conditions, column.is_not(None))
-    here = tuple_(value, sample_id)
-    up = (column.asc(), SampleStateRecord.sample_id.asc())
-    down = (column.desc(), SampleStateRecord.sample_id.desc())
-    before, after = (key > here, key < here) if descending else (key < here, key > here)
-    previous = session.execute(
-        base.where(before).order_by(*(up if descending else down)).limit(1)
-    ).scalar_one_or_none()
+    # The previous sample is the next one of the same list in the reverse order.
+    (order, beyond), (back, behind) = _ranking(column, descending), _ranking(column, not descending)
     following = session.execute(
-        base.where(after).order_by(*(down if descending else up)).limit(1)
+        base.where(beyond(value, sample_id)).order_by(*order).limit(1)
+    ).scalar_one_or_none()
+    previous = session.execute(
+        base.where(behind(value, sample_id)).order_by(*back).limit(1)
     ).scalar_one_or_none()
     return previous, following
 
