@@ -13,7 +13,7 @@ from ..recorder import Recorder
 from ..sampler import HeapqSampler
 from ..training import margin_and_prediction
 
-__all__ = ["FrameworkShare", "RecorderSpec", "open_recorder", "per_sample_metrics"]
+__all__ = ["FrameworkShare", "RecorderSpec", "RunRecording", "ending_status", "per_sample_metrics"]
 
 
 def per_sample_metrics(
@@ -75,19 +75,46 @@ class FrameworkShare(DistributedSampler):  # type: ignore[type-arg]
 RecorderSpec = Recorder | str | None
 
 
-def open_recorder(
-    recorder: RecorderSpec, run: str | None, dataset: Sized, config: Mapping[str, Any] | None
-) -> tuple[Recorder | None, bool]:
-    """The recorder to attach, and whether this integration opened it (and so closes it).
+class RunRecording:
+    """The recorder an integration attaches: one the caller opened (and closes), or one opened
+    here from a store URL when the dataset is known (and closed by :meth:`close`).
 
-    ``recorder`` is an open :class:`Recorder`, a store URL (``run`` names the run), or None.
+    Raises:
+        ValueError: ``recorder`` is neither a Recorder, a store URL nor None, or a URL comes
+            without ``run``.
     """
-    if recorder is None or isinstance(recorder, Recorder):
-        return recorder, False
-    if not isinstance(recorder, str):
-        raise ValueError(
-            f"recorder should be a Recorder, a store URL or None, but got {type(recorder).__name__}"
-        )
-    if not run:
-        raise ValueError("run should name the run to record when recorder is a store URL")
-    return Recorder(recorder, run=run, dataset=dataset, config=config).open(), True
+
+    def __init__(
+        self, recorder: RecorderSpec, run: str | None, config: Mapping[str, Any] | None
+    ) -> None:
+        if not (recorder is None or isinstance(recorder, Recorder | str)):
+            raise ValueError(
+                "recorder should be a Recorder, a store URL or None, "
+                f"but got {type(recorder).__name__}"
+            )
+        if isinstance(recorder, str) and not run:
+            raise ValueError("run should name the run to record when recorder is a store URL")
+        self._url = recorder if isinstance(recorder, str) else None
+        self._run, self._config = run, config
+        self.recorder = recorder if isinstance(recorder, Recorder) else None
+        self._owned = False
+
+    def open(self, dataset: Sized) -> Recorder | None:
+        """The recorder, opened on ``dataset`` the first time when given as a URL."""
+        if self._url is not None and self.recorder is None:
+            self.recorder = Recorder(
+                self._url, run=self._run or "", dataset=dataset, config=self._config
+            ).open()
+            self._owned = True
+        return self.recorder
+
+    def close(self, status: str) -> None:
+        """Ends the run with ``status`` if this object opened its recorder."""
+        if self._owned and self.recorder is not None:
+            self.recorder.close(status)
+        self._owned = False
+
+
+def ending_status(error: BaseException) -> str:
+    """The run's status when training stops on ``error``."""
+    return "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"

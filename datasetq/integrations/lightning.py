@@ -32,7 +32,13 @@ from torch.utils.data import DataLoader
 from ..dataset import with_indices
 from ..recorder import Recorder
 from ..sampler import HeapqSampler
-from ._common import FrameworkShare, RecorderSpec, open_recorder, per_sample_metrics
+from ._common import (
+    FrameworkShare,
+    RecorderSpec,
+    RunRecording,
+    ending_status,
+    per_sample_metrics,
+)
 
 __all__ = ["METRICS_KEY", "DatasetqCallback", "sample_outputs"]
 
@@ -73,19 +79,15 @@ class DatasetqCallback(pl.Callback):  # type: ignore[misc]
         config: Mapping[str, Any] | None = None,
         **sampler_options: Any,
     ) -> None:
-        if not (recorder is None or isinstance(recorder, Recorder | str)):
-            raise ValueError(
-                "recorder should be a Recorder, a store URL or None, "
-                f"but got {type(recorder).__name__}"
-            )
-        self._recorder_spec = recorder
-        self._run = run
-        self._config = config
+        self._recording = RunRecording(recorder, run, config)
         self._options = sampler_options
         self.sampler: HeapqSampler | None = None
-        self.recorder: Recorder | None = None
-        self._owns_recorder = False
         self._pending_state: dict[str, Any] | None = None
+
+    @property
+    def recorder(self) -> Recorder | None:
+        """The run's recorder (None before the dataloader is built, or when not recording)."""
+        return self._recording.recorder
 
     @property
     def state_key(self) -> str:
@@ -99,12 +101,10 @@ class DatasetqCallback(pl.Callback):  # type: ignore[misc]
             if name in loader_options:
                 raise ValueError(f"{name} should not be given: the datasetq sampler decides")
         if self.sampler is None:
-            self.recorder, self._owns_recorder = open_recorder(
-                self._recorder_spec, self._run, dataset, self._config
-            )
-            served = self.recorder.wrap(dataset) if self.recorder is not None else dataset
+            recorder = self._recording.open(dataset)
+            served = recorder.wrap(dataset) if recorder is not None else dataset
             self._served = with_indices(served)
-            self.sampler = HeapqSampler(self._served, recorder=self.recorder, **self._options)
+            self.sampler = HeapqSampler(self._served, recorder=recorder, **self._options)
             if self._pending_state is not None:
                 self.sampler.load_state_dict(self._pending_state)
                 self._pending_state = None
@@ -133,17 +133,12 @@ class DatasetqCallback(pl.Callback):  # type: ignore[misc]
         self.sampler.update(batch[0], metrics)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._close("finished")
+        self._recording.close("finished")
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self._close("interrupted" if isinstance(exception, KeyboardInterrupt) else "failed")
-
-    def _close(self, status: str) -> None:
-        if self.recorder is not None and self._owns_recorder:
-            self.recorder.close(status)
-        self._owns_recorder = False
+        self._recording.close(ending_status(exception))
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

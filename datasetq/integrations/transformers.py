@@ -32,7 +32,13 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..recorder import Recorder
 from ..sampler import HeapqSampler
-from ._common import FrameworkShare, RecorderSpec, open_recorder, per_sample_metrics
+from ._common import (
+    FrameworkShare,
+    RecorderSpec,
+    RunRecording,
+    ending_status,
+    per_sample_metrics,
+)
 
 __all__ = ["ID_KEY", "SAMPLER_STATE_FILE", "DatasetqTrainer"]
 
@@ -98,26 +104,20 @@ class DatasetqTrainer(Trainer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         if self.train_dataset is None:
             raise ValueError("train_dataset should be given: datasetq samples from it")
-        self._recorder_spec = recorder
-        self._run = run
-        self._config = config
+        self._recording = RunRecording(recorder, run, config)
         self._sampler_options = dict(sampler_options or {})
         self._base_dataset: Sized = self.train_dataset  # type: ignore[assignment]
-        self.recorder: Recorder | None = None
-        self._owns_recorder = False
         self.sampler: HeapqSampler | None = None
         self.add_callback(_CloseRecorder(self))
 
     # ------------------------------------------------------------------ data
     def _ensure_sampler(self) -> HeapqSampler:
         if self.sampler is None:
-            self.recorder, self._owns_recorder = open_recorder(
-                self._recorder_spec, self._run, self._base_dataset, self._config
-            )
-            labels = self.recorder.labels if self.recorder is not None else None
+            recorder = self._recording.open(self._base_dataset)
+            labels = recorder.labels if recorder is not None else None
             self.train_dataset = _TrainItems(self._base_dataset, labels)
             self.sampler = HeapqSampler(
-                self.train_dataset, recorder=self.recorder, **self._sampler_options
+                self.train_dataset, recorder=recorder, **self._sampler_options
             )
         return self.sampler
 
@@ -195,13 +195,13 @@ class DatasetqTrainer(Trainer):  # type: ignore[misc]
         try:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         except BaseException as error:
-            self._close("interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+            self._recording.close(ending_status(error))
             raise
 
-    def _close(self, status: str) -> None:
-        if self.recorder is not None and self._owns_recorder:
-            self.recorder.close(status)
-            self._owns_recorder = False
+    @property
+    def recorder(self) -> Recorder | None:
+        """The run's recorder (None before training starts, or when not recording)."""
+        return self._recording.recorder
 
 
 class _CloseRecorder(TrainerCallback):  # type: ignore[misc]
@@ -211,4 +211,4 @@ class _CloseRecorder(TrainerCallback):  # type: ignore[misc]
         self.trainer = trainer
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.trainer._close("finished")
+        self.trainer._recording.close("finished")

@@ -29,3 +29,9 @@ export function whenPlotly(draw) {
   if (window.Plotly) { draw(); return; }
   document.getElementById("plotly-script")?.addEventListener("load", () => draw(), { once: true });
 }
+
+// Moves within a list without adding to the history: Back returns to where the list came from.
+export function replaceHash(hash) {
+  history.replaceState(history.state, "", hash);
+  window.dispatchEvent(new HashChangeEvent("hashchange"));
+}

@@ -3,8 +3,8 @@ import { el } from "./dom.js";
 import { apiParams, listFrom, listQuery } from "./list.js";
 import { drawCharts, renderOverview } from "./overview.js";
 import { renderGallery } from "./gallery.js";
-import { neighbourLinks, renderReview, replaceHash } from "./review.js";
-import { renderSample, sampleActions } from "./sample.js";
+import { renderReview } from "./review.js";
+import { neighbourLinks, renderSample, sampleActions, sampleKeys } from "./sample.js";
 
 const main = document.getElementById("main");
 const runSelect = document.getElementById("run-select");
@@ -156,17 +156,7 @@ async function showSample(runId, sampleId, list) {
   const draw = () => renderSample(main, runId, detail, actions, { epochs: summary.epochs, nav: neighbourLinks(detail, hrefOf) });
   draw();
   onRunChange = refresh;
-  keyHandler = (key) => {
-    if ((key === "ArrowRight" || key === "j") && detail.next_id !== null) replaceHash(hrefOf(detail.next_id));
-    else if ((key === "ArrowLeft" || key === "k") && detail.previous_id !== null) replaceHash(hrefOf(detail.previous_id));
-    else if (/^[0-9]$/.test(key) && Number(key) < detail.class_names.length) actions.relabel(Number(key));
-    else if (key === "f") actions.flag(!detail.flagged, document.getElementById("flag-reason")?.value);
-    else if (key === "x") actions.drop();
-    else if (key === "v") actions.keep();
-    else if (key === "u") actions.undo();
-    else return false;
-    return true;
-  };
+  keyHandler = sampleKeys(() => detail, actions, hrefOf);
 }
 
 function failed(error) {

@@ -1,20 +1,7 @@
 import { api } from "./api.js";
-import { el } from "./dom.js";
+import { el, replaceHash } from "./dom.js";
 import { apiParams, describe, listFrom, listQuery } from "./list.js";
-import { renderSample, sampleActions } from "./sample.js";
-
-/** The previous / next links of a sample in the list it was opened from. */
-export function neighbourLinks(detail, hrefOf) {
-  return el("p", { class: "neighbours" },
-    detail.previous_id !== null ? el("a", { href: hrefOf(detail.previous_id), id: "previous" }, "← previous") : el("span", { class: "notice" }, "first in this list"), " · ",
-    detail.next_id !== null ? el("a", { href: hrefOf(detail.next_id), id: "next" }, "next →") : el("span", { class: "notice" }, "last in this list"));
-}
-
-// Moves within a list without adding to the history: Back returns to where the list came from.
-export function replaceHash(hash) {
-  history.replaceState(history.state, "", hash);
-  window.dispatchEvent(new HashChangeEvent("hashchange"));
-}
+import { neighbourLinks, renderSample, sampleActions, sampleKeys } from "./sample.js";
 
 /** Review mode: one sample at a time from a list, driven by the keyboard; a decision
  *  advances to the next sample. Its place (the sample) is in the URL; its progress counts
@@ -75,15 +62,6 @@ export async function renderReview(main, runId, summary, query, setKeys, say) {
   detail = await api.sample(runId, sampleId, params);
   draw();
   await countProgress();
-  setKeys((key) => {
-    if ((key === "ArrowRight" || key === "j") && detail.next_id !== null) return replaceHash(hrefOf(detail.next_id));
-    if ((key === "ArrowLeft" || key === "k") && detail.previous_id !== null) return replaceHash(hrefOf(detail.previous_id));
-    if (/^[0-9]$/.test(key) && Number(key) < summary.class_names.length) return actions.relabel(Number(key));
-    if (key === "f") return actions.flag(!detail.flagged, document.getElementById("flag-reason")?.value);
-    if (key === "x") return actions.drop();
-    if (key === "v") return actions.keep();
-    if (key === "u") return actions.undo();
-    return false;
-  });
+  setKeys(sampleKeys(() => detail, actions, hrefOf));
   return { refresh: countProgress };
 }

@@ -1,5 +1,5 @@
 import { api } from "./api.js";
-import { clear, el, fmt, whenPlotly } from "./dom.js";
+import { clear, el, fmt, replaceHash, whenPlotly } from "./dom.js";
 
 export function historyList(detail) {
   const names = detail.class_names;
@@ -116,5 +116,29 @@ export function sampleActions(runId, sampleId, refresh, say, decided = refresh) 
     undo: wrap(async () => { const result = await api.undoLatest(runId); say(result.message); }),
     flag: wrap(async (flagged, reason) => { await api.review(runId, flagged ? "flag" : "unflag", [sampleId], { reason: reason || null }); say(flagged ? `Flagged sample ${sampleId}` : `Unflagged sample ${sampleId}`); }),
     note: wrap(async (text) => { const d = await current(); await api.relabel(runId, sampleId, d.label, text); say("Note saved"); }),
+  };
+}
+
+/** The previous / next links of a sample in the list it was opened from. */
+export function neighbourLinks(detail, hrefOf) {
+  return el("p", { class: "neighbours" },
+    detail.previous_id !== null ? el("a", { href: hrefOf(detail.previous_id), id: "previous" }, "← previous") : el("span", { class: "notice" }, "first in this list"), " · ",
+    detail.next_id !== null ? el("a", { href: hrefOf(detail.next_id), id: "next" }, "next →") : el("span", { class: "notice" }, "last in this list"));
+}
+
+/** The keys on one sample: j / k (or arrows) move within its list (replacing the history
+ *  entry, so Back returns to the list), 0-9 relabel, f flag, x drop, v keep, u undo.
+ *  `current()` is the detail on screen; returns false for a key it does not take. */
+export function sampleKeys(current, actions, hrefOf) {
+  return (key) => {
+    const detail = current();
+    if ((key === "ArrowRight" || key === "j") && detail.next_id !== null) return replaceHash(hrefOf(detail.next_id));
+    if ((key === "ArrowLeft" || key === "k") && detail.previous_id !== null) return replaceHash(hrefOf(detail.previous_id));
+    if (/^[0-9]$/.test(key) && Number(key) < detail.class_names.length) return actions.relabel(Number(key));
+    if (key === "f") return actions.flag(!detail.flagged, document.getElementById("flag-reason")?.value);
+    if (key === "x") return actions.drop();
+    if (key === "v") return actions.keep();
+    if (key === "u") return actions.undo();
+    return false;
   };
 }
