@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from datasetq import HeapqSampler, Recorder
 from datasetq.datasets import EmbeddedMNIST
@@ -448,3 +450,43 @@ def test_focus_stays_on_the_control_that_was_clicked(workspace, page):
         "() => document.querySelector('#current-label').innerText.startsWith('2')"
     )
     assert page.evaluate("document.activeElement.id") == "relabel-2"
+
+
+def test_bulk_relabel_evicted_samples_export_and_load_the_manifest_back(
+    workspace, browser, tmp_path
+):
+    """Three evicted samples relabelled in one action: the export keeps them with the new
+    label, and the manifest loaded on the recorded dataset serves their images so labelled."""
+    from datasetq.manifest import ManifestDataset
+
+    base, _ = workspace
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/#/runs/1/gallery?view=evicted")
+        page.wait_for_selector("#gallery-grid .tile")
+        chosen = tile_ids(page)[:3]
+        page.locator("#gallery-grid .tile .pick").nth(0).click()
+        page.locator("#gallery-grid .tile .pick").nth(2).click(modifiers=["Shift"])
+        page.select_option("#bulk-label", "7")
+        page.click("#bulk-relabel")
+        page.click("#confirm-ok")
+        page.wait_for_selector("#bulk-undo")
+        screenshot(page, "e2e-bulk-relabelled")
+        page.click("#nav-overview")
+        page.wait_for_function(
+            "() => document.querySelector('#export-counts')?.innerText.startsWith('keeps')"
+        )
+        with page.expect_download() as download:
+            page.click("#export-csv")
+        manifest = tmp_path / "manifest.csv"
+        manifest.write_bytes(Path(download.value.path()).read_bytes())
+        screenshot(page, "e2e-export")
+    finally:
+        context.close()
+    dataset, _, _ = noisy_dataset()
+    clean = ManifestDataset(dataset, manifest)
+    for sample_id in chosen:
+        image, label = clean[clean.sample_ids.index(sample_id)]
+        assert label == 7
+        assert torch.equal(image, dataset[sample_id][1][0])
