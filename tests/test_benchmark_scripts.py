@@ -15,6 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU_TINY = ("--device", "cpu", "--samples", "300", "--repeats", "1")
 
 
+def table_rows(script: str, *args: str, timeout: int = 300) -> list[list[str]]:
+    """Runs a benchmark; the cells of each row of the table it prints, header left out."""
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows[1:]]
+
+
 def test_gpu_benchmark_runs_every_variant_on_the_cpu():
     result = subprocess.run(
         [sys.executable, "benchmarks/bench_gpu.py", *CPU_TINY],
@@ -62,16 +76,8 @@ INTEGRATIONS_TINY = ("--samples", "256", "--epochs", "1", "--repeats", "1")
 
 
 def test_integration_benchmark_runs_both_frameworks_at_a_tiny_size():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_integrations.py", *INTEGRATIONS_TINY],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert [row.split("|")[1].strip() for row in rows[1:]] == ["Lightning", "HF Trainer"]
+    rows = table_rows("bench_integrations.py", *INTEGRATIONS_TINY, timeout=600)
+    assert [row[0] for row in rows] == ["Lightning", "HF Trainer"]
 
 
 def test_first_chart_benchmark_measures_both_encodings():
@@ -80,13 +86,5 @@ def test_first_chart_benchmark_measures_both_encodings():
         and os.environ.get("DATASETQ_REQUIRE_BROWSER") != "1"
     ):
         pytest.skip("needs Debian's chromium")
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_first_chart.py", "--repeats", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert [row.split("|")[1].strip() for row in rows[1:]] == ["gzip (as served)", "uncompressed"]
+    rows = table_rows("bench_first_chart.py", "--repeats", "1")
+    assert [row[0] for row in rows] == ["gzip (as served)", "uncompressed"]
