@@ -5,7 +5,16 @@ from __future__ import annotations
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Engine, MetaData, PrimaryKeyConstraint, String, Table, inspect
+from sqlalchemy import (
+    Column,
+    Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    inspect,
+    text,
+)
 
 from alembic import command
 
@@ -27,6 +36,8 @@ _VERSION_TABLE = Table(
     Column("version_num", String(32), nullable=False),
     PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
+# Serialises schema creation on PostgreSQL between processes started together.
+_CREATE_LOCK = 0x64617461  # "data"
 
 
 def alembic_config(url: str) -> Config:
@@ -62,15 +73,26 @@ def upgrade(url: str) -> str:
         engine.dispose()
 
 
-def create_at_head(engine: Engine) -> None:
+def create_at_head(engine: Engine) -> bool:
     """Creates the newest schema in an empty database from the models, stamped at the head
     revision (Alembic's recipe for a new database): one transaction, without loading the
     migration scripts, so a Recorder on a fresh file starts in a fraction of the time.
-    A test checks that the result equals what the migrations build."""
+    A test checks that the result equals what the migrations build.
+
+    Returns whether it created the schema: a database that already holds tables (another
+    process created them first) is left as it is. Processes started together (one per rank)
+    take turns: SQLite's write transaction, or a PostgreSQL advisory lock, makes "is it
+    empty?" and "create" one step.
+    """
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
+        if inspect(connection).get_table_names():
+            return False
         Base.metadata.create_all(connection)
         _VERSION_TABLE.create(connection)
         connection.execute(_VERSION_TABLE.insert().values(version_num=SCHEMA_REVISION))
+    return True
 
 
 def ensure_schema(engine: Engine, url: str, *, create: bool) -> None:
@@ -83,13 +105,11 @@ def ensure_schema(engine: Engine, url: str, *, create: bool) -> None:
     current = current_revision(engine)
     if current == head:
         return
-    if current is None and create and not inspect(engine).get_table_names():
-        try:
-            create_at_head(engine)
-        except Exception:
-            # Another process created the schema at the same moment: that is fine.
-            if current_revision(engine) != head:
-                raise
+    if current is None and create and create_at_head(engine):
+        return
+    # Read again: another process may have created the schema since the first look.
+    current = current_revision(engine)
+    if current == head:
         return
     if current is not None and current.isdigit() and int(current) > int(head):
         raise StoreError(

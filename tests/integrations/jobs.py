@@ -187,6 +187,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     {"lightning": lightning_job, "transformers": transformers_job}[args.framework](args)
+    if torch.distributed.is_initialized():
+        # Neither framework ends the process group; a gloo group left to interpreter teardown
+        # can abort the process (SIGABRT, "terminate called without an active exception").
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -57,10 +58,16 @@ def run_job(framework: str, *args: str, expect_killed: bool = False, ranks: int 
         text=True,
         timeout=600,
     )
-    if expect_killed:
-        assert result.returncode == -9, result.stderr[-3000:]
-    else:
-        assert result.returncode == 0, result.stderr[-3000:]
+    expected = -9 if expect_killed else 0
+    assert result.returncode == expected, what_went_wrong(result.stderr)
+
+
+def what_went_wrong(stderr: str) -> str:
+    """Every rank's errors (a rank's traceback, an abort) and the end of the log: the
+    frameworks' progress output would otherwise push the first failure out of view."""
+    marked = re.compile(r"Error|Traceback|terminate|Signal|\[rank\d\]")
+    errors = [line for line in stderr.splitlines() if marked.search(line)]
+    return "\n".join(errors[-80:]) + "\n--- the end of stderr ---\n" + stderr[-2000:]
 
 
 def draws(out: Path, rank: int = 0) -> dict[int, list[int]]:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from datasetq import Recorder, StoreError
 from datasetq.store.engine import create_store_engine
-from datasetq.store.migrations import upgrade
+from datasetq.store.migrations import create_at_head, current_revision, ensure_schema, upgrade
 
 from ..recording import TinyDataset
 
@@ -142,3 +142,31 @@ def test_labels_without_class_names_are_bounded(tmp_path):
         f"sqlite:///{tmp_path / 'l.db'}", run="r", dataset=Unnamed(), class_names=["a", "b", "c"]
     )
     assert named.description.class_names == ["a", "b", "c"]
+
+
+def test_a_schema_another_process_creates_between_two_looks_is_used(store_url, monkeypatch):
+    """DDP ranks (or a sweep) start together on a store nobody has created yet: a rank that
+    finds no schema, and then the tables another rank committed a moment later, uses them
+    instead of refusing half a database."""
+    from datasetq.store import migrations
+
+    looks = []
+
+    def another_process_creates_right_after(engine):
+        revision = current_revision(engine)
+        if not looks:
+            other = create_store_engine(store_url, write=True)
+            create_at_head(other)
+            other.dispose()
+        looks.append(revision)
+        return revision
+
+    monkeypatch.setattr(migrations, "current_revision", another_process_creates_right_after)
+    engine = create_store_engine(store_url, write=True)
+    try:
+        ensure_schema(engine, store_url, create=True)
+        assert looks[0] is None
+        assert current_revision(engine) == migrations.SCHEMA_REVISION
+    finally:
+        engine.dispose()
+    record(store_url)  # and it records
