@@ -26,6 +26,7 @@ from datasetq.store.engine import create_store_engine, is_sqlite
 from datasetq.store.migrations import ensure_schema
 from datasetq.store.opening import check_sqlite_path, store_errors
 
+from .admission import FairAdmission
 from .imaging import ImageRenderer
 from .routers import events, export, images, labels, reviews, runs, samples
 from .routers.events import StreamCount
@@ -48,6 +49,7 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     413: _problem("Body too large"),
     415: _problem("A write that is not application/json"),
     422: _problem("Invalid input; the detail names each problem"),
+    429: _problem("Too many requests from this client are waiting; retry after Retry-After"),
     503: _problem("The store is busy or unavailable; retry after Retry-After seconds"),
 }
 
@@ -125,6 +127,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     _serve_frontend(app)
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # event streams pass uncompressed
+    app.add_middleware(
+        FairAdmission,
+        concurrent=settings.concurrent_requests,
+        queued_per_client=settings.queued_requests_per_client,
+    )
     app.add_middleware(
         GuardMiddleware, allowed_hosts=settings.hosts(), max_body_bytes=settings.max_body_bytes
     )

@@ -43,20 +43,20 @@ class GuardMiddleware:
         method = scope["method"]
         host = _hostname(headers.get("host", ""))
         if host not in self.allowed_hosts:
-            await _refuse(send, 400, f"Host {headers.get('host', '')!r} is not allowed")
+            await refuse(send, 400, f"Host {headers.get('host', '')!r} is not allowed")
             return
         origin = headers.get("origin")
         if origin is not None and _hostname(urlsplit(origin).netloc) not in self.allowed_hosts:
-            await _refuse(send, 403, f"Origin {origin!r} may not use this server")
+            await refuse(send, 403, f"Origin {origin!r} may not use this server")
             return
         if method in WRITE_METHODS:
             content_type = headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/json":
-                await _refuse(send, 415, "Write requests must send application/json")
+                await refuse(send, 415, "Write requests must send application/json")
                 return
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await _refuse(send, 413, f"Body larger than {self.max_body_bytes} bytes")
+                await refuse(send, 413, f"Body larger than {self.max_body_bytes} bytes")
                 return
             receive = _limited(receive, self.max_body_bytes)
 
@@ -76,7 +76,7 @@ class GuardMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         except _BodyTooLarge:
-            await _refuse(send, 413, f"Body larger than {self.max_body_bytes} bytes")
+            await refuse(send, 413, f"Body larger than {self.max_body_bytes} bytes")
 
 
 class _BodyTooLarge(Exception):
@@ -105,17 +105,15 @@ def _hostname(netloc: str) -> str:
     return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
+async def refuse(send: Send, status: int, detail: str, retry_after: int | None = None) -> None:
+    """Answers ``status`` with a Problem body ``{"detail": detail}``."""
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-content-type-options", b"nosniff"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

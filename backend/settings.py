@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     max_event_streams_per_client: int = 8
     # Threads that run routes; each engine pools as many connections.
     worker_threads: int = Field(default=16, ge=1, le=256)
+    # Requests served at once; the others wait their client's turn (round robin by address).
+    concurrent_requests: int = Field(default=4, ge=1, le=256)
+    # Requests one client may have waiting; beyond them it is answered 429.
+    queued_requests_per_client: int = Field(default=1000, ge=1)
     # Seconds a request waits for a database connection before it is answered 503.
     pool_timeout: float = 10.0
 

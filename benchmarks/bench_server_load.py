@@ -1,17 +1,20 @@
 """The server under ordinary concurrency: open event streams, a burst of requests, a stop.
 
 Starts ``datasetq serve`` (a real process) on a store, holds ``--streams`` event streams open,
-fires ``--burst`` concurrent GETs of the routes the dashboard calls while they are open, and
-reports the burst's latency and status codes; then sends SIGTERM with the streams still open
-and reports how long the server takes to exit. Without ``--db`` it records a small run first.
+fires ``--burst`` concurrent GETs of the routes the dashboard calls while they are open (from
+another address), and reports the burst's latency and status codes and the latency of a third
+client's requests meanwhile; then sends SIGTERM with the streams still open and reports how long
+the server takes to exit. Without ``--db`` it records a small run first.
 
-    .venv/bin/python benchmarks/bench_server_load.py [--streams 50 --burst 200 --db URL]
+    .venv/bin/python benchmarks/bench_server_load.py [--streams 50 --burst 200]
+        [--db URL | --postgres postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import signal
 import socket
@@ -20,11 +23,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import httpx
 import numpy as np
+from sqlalchemy import create_engine, text
 
 from datasetq import HeapqSampler, Recorder
 from datasetq.datasets import EmbeddedMNIST
@@ -32,16 +40,35 @@ from datasetq.training import MNISTSplit
 
 
 def record_small_run(folder: Path, samples: int = 2000) -> str:
+    url = f"sqlite:///{folder / 'load.db'}"
+    record_into(url, samples)
+    return url
+
+
+@contextmanager
+def postgres_schema(server: str) -> Iterator[str]:
+    """A schema of its own on the PostgreSQL server at ``server``, dropped afterwards."""
+    schema = f"bench_load_{os.getpid()}"
+    admin = create_engine(server.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{server}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def record_into(url: str, samples: int = 2000) -> None:
     labels = EmbeddedMNIST().targets.numpy()[:samples].astype(np.int64)
     dataset = MNISTSplit(np.arange(samples), labels)
-    url = f"sqlite:///{folder / 'load.db'}"
     rng = np.random.default_rng(0)
     with Recorder(url, run="load", dataset=dataset, state_interval=0) as recorder:
         sampler = HeapqSampler(dataset, recorder=recorder, seed=0)
         for _ in range(2):
             drawn = list(sampler)
             sampler.update(drawn, {"loss": rng.random(len(drawn)), "pred": labels[drawn]})
-    return url
 
 
 def free_port() -> int:
@@ -105,21 +132,41 @@ def burst_paths(run_id: int, samples: int, count: int) -> list[str]:
     return paths
 
 
+def client_at(base: str, address: str, connections: int) -> httpx.AsyncClient:
+    """A client whose connections come from ``address`` (any of 127.0.0.0/8 on loopback):
+    the server tells people apart by address, as it would tell machines apart."""
+    transport = httpx.AsyncHTTPTransport(
+        local_address=address, limits=httpx.Limits(max_connections=connections)
+    )
+    return httpx.AsyncClient(base_url=base, timeout=120, transport=transport)
+
+
 async def load(base: str, streams: int, burst: int) -> Load:
-    limits = httpx.Limits(max_connections=streams + burst + 10)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
-        run = (await client.get("/api/v1/runs")).json()[0]
+    spawn = multiprocessing.get_context("spawn")
+    ready, go, done, times = spawn.Event(), spawn.Event(), spawn.Event(), spawn.Queue()
+    async with (
+        client_at(base, "127.0.0.1", streams + 10) as watcher,
+        client_at(base, "127.0.0.2", burst) as burster,
+    ):
+        run = (await watcher.get("/api/v1/runs")).json()[0]
+        person = spawn.Process(
+            target=probe,
+            args=(base, f"/api/v1/runs/{run['id']}/samples/1", ready, go, done, times),
+        )
+        person.start()
         events = f"/api/v1/runs/{run['id']}/events?timeout=600"
         opened = [asyncio.Event() for _ in range(streams)]
-        holders = [asyncio.create_task(hold_stream(client, events, e)) for e in opened]
+        holders = [asyncio.create_task(hold_stream(watcher, events, e)) for e in opened]
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), timeout=120)
-        quiet = [await timed_get(client, f"/api/v1/runs/{run['id']}") for _ in range(40)]
+        quiet = [await timed_get(watcher, f"/api/v1/runs/{run['id']}") for _ in range(40)]
         paths = burst_paths(run["id"], run["num_samples"], burst)
-        done = asyncio.Event()
-        probe_task = asyncio.create_task(probe(client, f"/api/v1/runs/{run['id']}/samples/1", done))
-        results = await asyncio.gather(*(timed_get(client, p) for p in paths))
+        if not await asyncio.to_thread(ready.wait, 120):
+            raise SystemExit("the other client did not start")
+        go.set()
+        results = await asyncio.gather(*(timed_get(burster, p) for p in paths))
         done.set()
-        during = await probe_task
+        during = await asyncio.to_thread(times.get, timeout=120)
+        person.join()
         still_open = sum(1 for h in holders if not h.done())
         for holder in holders:
             holder.cancel()
@@ -133,14 +180,24 @@ async def load(base: str, streams: int, burst: int) -> Load:
     )
 
 
-async def probe(client: httpx.AsyncClient, path: str, done: asyncio.Event) -> list[float]:
-    """A person's requests, one after another, while the burst is served."""
-    times = []
-    while not done.is_set():
-        _, seconds = await timed_get(client, path)
-        times.append(seconds)
-        await asyncio.sleep(0.05)
-    return times
+def probe(
+    base: str, path: str, ready: Event, go: Event, done: Event, times: Queue[list[float]]
+) -> None:
+    """Another person's requests, one after another, while the burst is served: a process of
+    its own (a browser elsewhere) with an address of its own, so neither the burst's client
+    nor the server's view of it delays this one's measurement."""
+    transport = httpx.HTTPTransport(local_address="127.0.0.3")
+    measured = []
+    with httpx.Client(base_url=base, timeout=120, transport=transport) as client:
+        client.get(path)
+        ready.set()
+        go.wait()
+        while not done.is_set():
+            start = time.perf_counter()
+            client.get(path).read()
+            measured.append(time.perf_counter() - start)
+            time.sleep(0.05)
+    times.put(measured)
 
 
 @dataclass
@@ -197,11 +254,24 @@ def stop_with_streams_open(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", default=None, help="a store to serve (default: record one)")
+    parser.add_argument(
+        "--postgres",
+        default=None,
+        metavar="URL",
+        help="record into a new schema on this PostgreSQL server instead of SQLite, e.g. "
+        "postgresql://postgres@127.0.0.1:5432/test",
+    )
     parser.add_argument("--streams", type=int, default=50)
     parser.add_argument("--burst", type=int, default=200)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        url = args.db or record_small_run(Path(folder))
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        if args.db:
+            url = args.db
+        elif args.postgres:
+            url = stack.enter_context(postgres_schema(args.postgres))
+            record_into(url)
+        else:
+            url = record_small_run(Path(folder))
         result, exit_seconds = measure(url, args.streams, args.burst)
 
     def summary(times: list[float]) -> str:

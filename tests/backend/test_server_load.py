@@ -59,6 +59,68 @@ def test_a_burst_larger_than_the_pool_is_answered_while_streams_are_open(seeded_
     assert statuses == Counter({200: 80})
 
 
+def client_at(base: str, address: str, connections: int) -> httpx.AsyncClient:
+    """A client whose connections come from ``address`` on loopback (another machine, as the
+    server sees it)."""
+    transport = httpx.AsyncHTTPTransport(
+        local_address=address, limits=httpx.Limits(max_connections=connections)
+    )
+    return httpx.AsyncClient(base_url=base, timeout=60, transport=transport)
+
+
+async def person_during_a_burst(base: str, streams: int, burst: int) -> tuple[Counter, list[int]]:
+    """50 streams open, a burst from one address; from another, a person's requests one after
+    another once the burst is under way. Returns the statuses and, for each of the person's
+    answers, how many of the burst's had been answered by then."""
+    async with (
+        client_at(base, "127.0.0.1", streams + 2) as watcher,
+        client_at(base, "127.0.0.2", burst) as burster,
+        client_at(base, "127.0.0.3", 2) as person,
+    ):
+        opened = [await open_stream(watcher, "/api/v1/runs/1/events") for _ in range(streams)]
+        paths = [
+            "/api/v1/runs/1",
+            "/api/v1/runs/1/samples?sort=score&limit=60",
+            "/api/v1/runs/1/samples/3",
+            "/api/v1/runs/1/samples/3/image?size=64",
+        ]
+        answered: list[int] = []
+        first_answer = asyncio.Event()
+
+        async def one_of_the_burst(i: int) -> int:
+            response = await burster.get(paths[i % 4])
+            answered.append(response.status_code)
+            first_answer.set()
+            return response.status_code
+
+        burst_tasks = [asyncio.create_task(one_of_the_burst(i)) for i in range(burst)]
+        await first_answer.wait()  # the server has the burst
+        progress = []
+        statuses = Counter()
+        for _ in range(5):
+            response = await person.get("/api/v1/runs/1/samples/5")
+            statuses[response.status_code] += 1
+            progress.append(len(answered))
+        statuses.update(await asyncio.gather(*burst_tasks))
+        for response in opened:
+            assert response.status_code == 200
+            await response.aclose()
+    return statuses, progress
+
+
+def test_another_person_is_answered_while_a_burst_is_served(seeded_url):
+    """A dashboard firing 200 requests must not make another person's requests wait for all
+    of them: before, a first-come queue answered the person after the whole burst."""
+    server = served(seeded_url, max_event_streams_per_client=60)
+    try:
+        statuses, progress = asyncio.run(person_during_a_burst(server.base_url, 50, 200))
+    finally:
+        server.stop()
+    assert statuses == Counter({200: 205})
+    # Five requests one after another, each admitted within a round of the burst's turns.
+    assert progress[-1] < 100, progress
+
+
 def test_event_streams_are_bounded_per_client_and_refused_cross_site(seeded_url):
     server = served(seeded_url, max_event_streams_per_client=3, max_event_streams=5)
 
