@@ -4,8 +4,12 @@ argument), and never with a driver's traceback; the server never creates a datab
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +174,63 @@ def test_a_schema_another_process_creates_between_two_looks_is_used(store_url, m
     finally:
         engine.dispose()
     record(store_url)  # and it records
+
+
+def opened_as_unprivileged(url: str) -> str:
+    """What opening a Recorder on ``url`` says, in a process that cannot write what its user
+    does not own: a forked child that drops root to ``nobody`` (tests often run as root, for
+    whom nothing is read-only), or this user itself."""
+    record(f"sqlite:///{Path(url.removeprefix('sqlite:///')).parent / 'warm.db'}")  # imports
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.close(read)
+        message = "opened"
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(65534, 65534, 65534)
+                os.setresuid(65534, 65534, 65534)
+            record(url)
+        except StoreError as error:
+            message = f"StoreError: {error}"
+        except BaseException as error:
+            message = f"{type(error).__name__}: {error}"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        message = pipe.read()
+    os.waitpid(child, 0)
+    return message
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("file", "the file is read-only"),
+        ("folder", "is read-only"),
+        ("new-file-in-read-only-folder", "no permission to write in"),
+    ],
+)
+def test_a_read_only_store_says_so(case, message):
+    # Not under pytest's tmp_path: its parent is private to this user, so the unprivileged
+    # one could not even reach the store.
+    outer = Path(tempfile.mkdtemp(prefix="datasetq-read-only-"))
+    outer.chmod(0o755)
+    folder = outer / "stores"
+    folder.mkdir()
+    store = folder / "store.db"
+    if case != "new-file-in-read-only-folder":
+        upgrade(f"sqlite:///{store}")
+    if case == "file":
+        store.chmod(0o444)
+    else:
+        folder.chmod(0o555)
+    try:
+        said = opened_as_unprivileged(f"sqlite:///{store}")
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(outer)
+    assert said.startswith("StoreError: "), said
+    assert message in said
