@@ -31,17 +31,20 @@ async def open_stream(client: httpx.AsyncClient, path: str) -> httpx.Response:
     return await client.send(request, stream=True)
 
 
+# What a handful of dashboards ask for: the summary, a sample list, a detail, a thumbnail.
+BURST_PATHS = [
+    "/api/v1/runs/1",
+    "/api/v1/runs/1/samples?sort=score&limit=60",
+    "/api/v1/runs/1/samples/3",
+    "/api/v1/runs/1/samples/3/image?size=64",
+]
+
+
 async def streams_and_burst(base: str, streams: int, burst: int) -> tuple[list[int], Counter[int]]:
     limits = httpx.Limits(max_connections=streams + burst + 5)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
         opened = [await open_stream(client, "/api/v1/runs/1/events") for _ in range(streams)]
-        paths = [
-            "/api/v1/runs/1",
-            "/api/v1/runs/1/samples?sort=score&limit=60",
-            "/api/v1/runs/1/samples/3",
-            "/api/v1/runs/1/samples/3/image?size=64",
-        ]
-        answers = await asyncio.gather(*(client.get(paths[i % 4]) for i in range(burst)))
+        answers = await asyncio.gather(*(client.get(BURST_PATHS[i % 4]) for i in range(burst)))
         for response in opened:
             await response.aclose()
     return [r.status_code for r in opened], Counter(a.status_code for a in answers)
@@ -78,17 +81,11 @@ async def person_during_a_burst(base: str, streams: int, burst: int) -> tuple[Co
         client_at(base, "127.0.0.3", 2) as person,
     ):
         opened = [await open_stream(watcher, "/api/v1/runs/1/events") for _ in range(streams)]
-        paths = [
-            "/api/v1/runs/1",
-            "/api/v1/runs/1/samples?sort=score&limit=60",
-            "/api/v1/runs/1/samples/3",
-            "/api/v1/runs/1/samples/3/image?size=64",
-        ]
         answered: list[int] = []
         first_answer = asyncio.Event()
 
         async def one_of_the_burst(i: int) -> int:
-            response = await burster.get(paths[i % 4])
+            response = await burster.get(BURST_PATHS[i % 4])
             answered.append(response.status_code)
             first_answer.set()
             return response.status_code
