@@ -28,6 +28,7 @@ from datasetq.store.opening import check_sqlite_path, store_errors
 
 from .admission import FairAdmission
 from .imaging import ImageRenderer
+from .methods import DocumentedMethods
 from .routers import events, export, images, labels, reviews, runs, samples
 from .routers.events import StreamCount
 from .schemas import Problem
@@ -117,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(SQLAlchemyTimeoutError, _answer_with(503, "The store is busy: "))
     app.add_exception_handler(OperationalError, _answer_with(503, "The store is unavailable: "))
 
+    methods = DocumentedMethods(app.openapi)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = [
@@ -133,7 +136,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queued_per_client=settings.queued_requests_per_client,
     )
     app.add_middleware(
-        GuardMiddleware, allowed_hosts=settings.hosts(), max_body_bytes=settings.max_body_bytes
+        GuardMiddleware,
+        allowed_hosts=settings.hosts(),
+        max_body_bytes=settings.max_body_bytes,
+        allowed_methods=methods.allowed,
     )
     return app
 

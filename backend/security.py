@@ -28,12 +28,23 @@ class GuardMiddleware:
     - A write must be ``application/json`` (a form or ``text/plain`` post is refused: those
       are the bodies a page can send cross-site without a preflight).
     - Bodies over ``max_body_bytes`` are refused with 413.
+
+    - A method an API path does not take is answered 405 with ``Allow`` naming exactly the
+      methods it takes (``allowed_methods(path)``, from the OpenAPI schema), before any body
+      check and before a route could read ``/samples/flags`` as ``/samples/{sample_id}``.
     """
 
-    def __init__(self, app: ASGIApp, allowed_hosts: list[str], max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        allowed_hosts: list[str],
+        max_body_bytes: int,
+        allowed_methods: Callable[[str], frozenset[str]],
+    ) -> None:
         self.app = app
         self.allowed_hosts = {h.lower().strip("[]") for h in allowed_hosts}
         self.max_body_bytes = max_body_bytes
+        self.allowed_methods = allowed_methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,6 +59,12 @@ class GuardMiddleware:
         origin = headers.get("origin")
         if origin is not None and _hostname(urlsplit(origin).netloc) not in self.allowed_hosts:
             await refuse(send, 403, f"Origin {origin!r} may not use this server")
+            return
+        allowed = self.allowed_methods(scope["path"])
+        if allowed and method not in allowed:
+            await refuse(
+                send, 405, f"{method} is not allowed here", allow=", ".join(sorted(allowed))
+            )
             return
         if method in WRITE_METHODS:
             content_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -105,7 +122,9 @@ def _hostname(netloc: str) -> str:
     return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
 
 
-async def refuse(send: Send, status: int, detail: str, retry_after: int | None = None) -> None:
+async def refuse(
+    send: Send, status: int, detail: str, retry_after: int | None = None, allow: str | None = None
+) -> None:
     """Answers ``status`` with a Problem body ``{"detail": detail}``."""
     body = json.dumps({"detail": detail}).encode()
     headers = [
@@ -115,5 +134,7 @@ async def refuse(send: Send, status: int, detail: str, retry_after: int | None =
     ]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
+    if allow is not None:
+        headers.append((b"allow", allow.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

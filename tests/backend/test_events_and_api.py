@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
@@ -33,6 +34,26 @@ def test_events_stream_reports_the_run(client):
 def test_openapi_is_served(client):
     schema = client.get("/openapi.json").json()
     assert "/api/v1/runs/{run_id}/samples" in schema["paths"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        # Starlette would route this GET to /samples/{sample_id} and answer 422 for "flags".
+        ("GET", "/api/v1/runs/1/samples/flags", "POST"),
+        ("OPTIONS", "/api/v1/runs/1/reviews/undo", "POST"),
+        ("PUT", "/api/v1/runs/1/reviews", "GET, HEAD, POST"),
+        ("DELETE", "/api/v1/runs/1/samples/3", "GET, HEAD"),
+    ],
+)
+def test_a_method_a_path_does_not_take_is_405_naming_exactly_what_it_takes(
+    client, method, path, allowed
+):
+    # A write method without a JSON body: the 405 comes before the body checks (not 415).
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json() == {"detail": f"{method} is not allowed here"}
 
 
 def test_no_server_errors_under_schemathesis(tmp_path):
