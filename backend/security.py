@@ -28,7 +28,6 @@ class GuardMiddleware:
     - A write must be ``application/json`` (a form or ``text/plain`` post is refused: those
       are the bodies a page can send cross-site without a preflight).
     - Bodies over ``max_body_bytes`` are refused with 413.
-
     - A method an API path does not take is answered 405 with ``Allow`` naming exactly the
       methods it takes (``allowed_methods(path)``, from the OpenAPI schema), before any body
       check and before a route could read ``/samples/flags`` as ``/samples/{sample_id}``.

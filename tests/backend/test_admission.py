@@ -34,6 +34,11 @@ class GatedApp:
         await send({"type": "http.response.body", "body": b""})
 
 
+def gated(concurrent: int, queued_per_client: int = 100) -> tuple[GatedApp, FairAdmission]:
+    app = GatedApp()
+    return app, FairAdmission(app, concurrent=concurrent, queued_per_client=queued_per_client)
+
+
 def request(middleware: FairAdmission, client: str, name: str, path: str = "/api/v1/runs/1"):
     statuses: list[int] = []
 
@@ -58,8 +63,7 @@ async def finish(app: GatedApp, name: str) -> None:
 
 def test_a_second_client_is_served_before_the_rest_of_a_burst():
     async def scenario() -> list[str]:
-        app = GatedApp()
-        middleware = FairAdmission(app, concurrent=1, queued_per_client=100)
+        app, middleware = gated(concurrent=1)
         tasks = [request(middleware, "10.0.0.1", f"a{i}")[0] for i in range(5)]
         await settle()
         tasks.append(request(middleware, "10.0.0.2", "b0")[0])
@@ -79,8 +83,7 @@ def test_a_second_client_is_served_before_the_rest_of_a_burst():
 def test_never_more_than_the_bound_run_and_every_request_is_served(seed):
     async def scenario() -> None:
         rng = random.Random(seed)
-        app = GatedApp()
-        middleware = FairAdmission(app, concurrent=3, queued_per_client=100)
+        app, middleware = gated(concurrent=3)
         names = [f"c{rng.randrange(4)}-{i}" for i in range(40)]
         tasks = [request(middleware, name.split("-")[0], name) for name in names]
         await settle()
@@ -98,8 +101,7 @@ def test_never_more_than_the_bound_run_and_every_request_is_served(seed):
 
 def test_a_client_that_goes_away_while_waiting_gives_up_its_place():
     async def scenario() -> None:
-        app = GatedApp()
-        middleware = FairAdmission(app, concurrent=1, queued_per_client=100)
+        app, middleware = gated(concurrent=1)
         first, _ = request(middleware, "10.0.0.1", "first")
         gone, _ = request(middleware, "10.0.0.2", "gone")
         last, _ = request(middleware, "10.0.0.3", "last")
@@ -118,8 +120,7 @@ def test_a_client_that_goes_away_while_waiting_gives_up_its_place():
 
 def test_a_client_with_too_many_requests_waiting_is_answered_429_and_others_are_not():
     async def scenario() -> None:
-        app = GatedApp()
-        middleware = FairAdmission(app, concurrent=1, queued_per_client=2)
+        app, middleware = gated(concurrent=1, queued_per_client=2)
         running = request(middleware, "10.0.0.1", "a0")
         waiting = [request(middleware, "10.0.0.1", f"a{i}") for i in (1, 2)]
         await settle()
@@ -138,8 +139,7 @@ def test_a_client_with_too_many_requests_waiting_is_answered_429_and_others_are_
 
 def test_event_streams_are_not_held_back():
     async def scenario() -> None:
-        app = GatedApp()
-        middleware = FairAdmission(app, concurrent=1, queued_per_client=100)
+        app, middleware = gated(concurrent=1)
         busy, _ = request(middleware, "10.0.0.1", "busy")
         stream, _ = request(middleware, "10.0.0.1", "stream", path="/api/v1/runs/1/events")
         await settle()

@@ -180,7 +180,11 @@ def opened_as_unprivileged(url: str) -> str:
     """What opening a Recorder on ``url`` says, in a process that cannot write what its user
     does not own: a forked child that drops root to ``nobody`` (tests often run as root, for
     whom nothing is read-only), or this user itself."""
-    record(f"sqlite:///{Path(url.removeprefix('sqlite:///')).parent / 'warm.db'}")  # imports
+    # Everything a Recorder imports is imported before the fork (the unprivileged child
+    # could not read this interpreter's files); not next to the store, whose folder may be
+    # read-only.
+    with tempfile.TemporaryDirectory() as warm:
+        record(f"sqlite:///{Path(warm) / 'warm.db'}")
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child reports through the pipe
