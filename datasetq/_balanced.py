@@ -22,14 +22,28 @@ F32 = npt.NDArray[np.float32]
 WRONG_LOSS = math.log(2.0)
 _STREAK_MAX = np.iinfo(np.uint8).max
 _EPOCHS_MAX = np.iinfo(np.uint16).max
-_MARGIN_EDGES = np.geomspace(1e-3, 1e3, 480)
-_MARGIN_CENTRES = np.r_[_MARGIN_EDGES[0], np.sqrt(_MARGIN_EDGES[1:] * _MARGIN_EDGES[:-1]), 1e3]
+# Accepted margins are counted in log-spaced bins read off their float32 bits (exponent and the
+# top 5 mantissa bits: 32 bins per octave), from 2**-10 to 2**10: a shift instead of a search.
+_BIN_SHIFT = 18
+_BIN_LOW = int(np.float32(2.0**-10).view(np.int32)) >> _BIN_SHIFT
+_BIN_COUNT = (int(np.float32(2.0**10).view(np.int32)) >> _BIN_SHIFT) - _BIN_LOW + 1
 
 
-def _log_odds(loss: F32) -> npt.NDArray[np.float64]:
+def _margin_bins(positive: F32) -> I64:
+    """The histogram bin of each positive margin (values outside the range go to the ends)."""
+    bins = (positive.view(np.int32) >> _BIN_SHIFT) - _BIN_LOW
+    return np.clip(bins, 0, _BIN_COUNT - 1, out=bins).astype(np.intp, copy=False)  # type: ignore[no-any-return]
+
+
+def _bin_centre(position: int) -> float:
+    bits = np.int32(((position + _BIN_LOW) << _BIN_SHIFT) | (1 << (_BIN_SHIFT - 1)))
+    return float(bits.view(np.float32))
+
+
+def _log_odds(loss: F32) -> F32:
     """``log(p / (1 - p))`` of the given label, from its cross-entropy ``-log(p)``."""
-    loss64 = np.maximum(loss.astype(np.float64), 1e-12)
-    return -loss64 - np.log(-np.expm1(-loss64))
+    clipped = np.maximum(loss, np.float32(1e-12))
+    return -clipped - np.log(-np.expm1(-clipped))  # type: ignore[no-any-return]
 
 
 def plan_epoch(
@@ -59,35 +73,50 @@ def plan_epoch(
     easy = np.zeros(len(live), dtype=bool)
     if scored.any():
         easy[scored] = loss[scored] < loss[scored].mean()
-    pruned = easy & (rng.random(len(live)) < prune)
+    pruned = easy & (rng.random(len(live), dtype=np.float32) < prune)
     kept = live[~pruned]
     if len(kept) >= total:
         return rng.permutation(kept)[:total]
-    weights = np.where(scored & ~suspect, np.nan_to_num(loss, nan=0.0), 0.0).astype(np.float64)
-    counts = _capped_multinomial(total - len(kept), weights, max_extra, rng)
-    extras = np.repeat(live, counts)
+    weights = np.where(scored & ~suspect, loss, np.float32(0.0))
+    extras = live[_capped_draws(total - len(kept), weights, max_extra, rng)]
     missing = total - len(kept) - len(extras)
     if missing:  # too few hard samples to spend the draws on: the rest uniformly
         extras = np.concatenate([extras, rng.choice(live, missing)])
     return rng.permutation(np.concatenate([kept, extras]))
 
 
-def _capped_multinomial(
-    draws: int, weights: npt.NDArray[np.float64], cap: int, rng: np.random.Generator
-) -> I64:
-    """Draws per entry in proportion to ``weights``, at most ``cap`` each (fewer if it runs out).
+def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) -> I64:
+    """Positions drawn in proportion to ``weights``, each at most ``cap`` times (fewer draws
+    if the positive weights run out).
 
-    Each entry takes part as ``cap`` copies, and ``draws`` copies are taken without replacement
-    in proportion to their weight (exponential keys: the ``draws`` smallest ``E / w``), in a
-    few array operations however many draws the cap turns away.
+    Each position takes part as ``cap`` copies, and ``draws`` copies are taken without
+    replacement in proportion to their weight (exponential keys: the ``draws`` smallest
+    ``E / w``), in a few array operations over the candidates alone, however many draws the
+    cap turns away.
     """
     candidates = np.flatnonzero(weights > 0)
-    copies = np.repeat(candidates, cap)
-    if draws >= len(copies):
-        return np.bincount(copies, minlength=len(weights)).astype(np.int64)
-    keys = rng.exponential(size=len(copies)) / np.repeat(weights[candidates], cap)
-    taken = np.argpartition(keys, draws - 1)[:draws] if draws else copies[:0]
-    return np.bincount(copies[taken], minlength=len(weights)).astype(np.int64)
+    if draws >= len(candidates) * cap:
+        return np.repeat(candidates, cap)
+    if not draws:
+        return candidates[:0]
+    candidate_weights = weights[candidates]
+    if cap > 1:
+        candidate_weights = np.repeat(candidate_weights, cap)  # copy c * cap + k of candidate c
+    keys = rng.standard_exponential(len(candidate_weights), dtype=np.float32) / candidate_weights
+    taken = np.argpartition(keys, draws - 1)[:draws]
+    return candidates[taken // cap]
+
+
+def _streak(before: npt.NDArray[np.uint8], now: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+    """A count of events in a row, one more where ``now`` (saturating), else 0."""
+    return np.where(now, np.minimum(before, _STREAK_MAX - 1) + 1, 0).astype(np.uint8)
+
+
+def _tally(before: npt.NDArray[np.uint8], now: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+    """How far events outnumber non-events: one more where ``now`` (saturating), else one
+    fewer (not below 0)."""
+    up = np.minimum(before, _STREAK_MAX - 1) + 1
+    return np.where(now, up, np.maximum(before, 1) - 1).astype(np.uint8)
 
 
 def first_reports(ids: I64) -> tuple[I64, I64]:
@@ -115,7 +144,13 @@ class CoverageEvidence:
     label. A visit *rejects* the label when its margin is below ``-scale`` times the median
     margin of the labels the model accepted in the previous epoch: a threshold the data sets,
     as strong a rejection as a typical acceptance, in the model's own units (a confident model
-    must reject confidently). A sample is suspicious after ``streak`` rejections in a row.
+    must reject confidently). A visit *doubts* the label when its margin is below 0 (the model
+    finds another class more likely), however slightly. A sample is suspicious after ``streak``
+    rejections in a row, or once its doubting visits outnumber its accepting ones by
+    ``doubt_streak`` (a tally that an accepting visit lowers by one instead of clearing): a
+    label the model keeps finding less likely than another, as under ambiguous (pair-flip)
+    noise, where the model learns part of the wrong mapping and never rejects it strongly, and
+    where a lucky accepting visit would restart a streak.
 
     Args:
         n: number of samples.
@@ -123,26 +158,33 @@ class CoverageEvidence:
             never proposes one (the statistics are still kept).
         scale: the rejection threshold, relative to the typical accepted margin; 0 rejects
             every label the model finds less likely than another.
+        doubt_streak: the lead of doubting over accepting visits that makes a sample a
+            candidate; ``None``: never.
     """
 
-    def __init__(self, n: int, streak: int | None, scale: float = 0.0) -> None:
+    def __init__(
+        self, n: int, streak: int | None, scale: float = 0.0, doubt_streak: int | None = None
+    ) -> None:
         self.streak = streak
         self.scale = scale
+        self.doubt_streak = doubt_streak
         # Accepted margins of this epoch as a log-spaced histogram (its median is the next
         # epoch's reference): bounded memory, and a checkpoint carries it.
-        self.accepted = np.zeros(len(_MARGIN_EDGES) + 1, dtype=np.int64)
+        self.accepted = np.zeros(_BIN_COUNT, dtype=np.int64)
         self.reference = 0.0
-        # 12 bytes per sample: ImageNet-sized datasets and larger keep this small.
+        # 13 bytes per sample: ImageNet-sized datasets and larger keep this small.
         self.seen = np.zeros(n, dtype=bool)  # had its coverage visit in the current epoch
         self.loss_sum = np.zeros(n, dtype=np.float32)
         self.epochs = np.zeros(n, dtype=np.uint16)  # coverage visits counted (saturates)
-        self.wrong = np.zeros(n, dtype=np.uint8)  # wrong coverage visits in a row
-        self.since = np.full(n, -1, dtype=np.int32)  # epoch of the first of them
+        self.wrong = np.zeros(n, dtype=np.uint8)  # rejecting coverage visits in a row
+        self.doubted = np.zeros(n, dtype=np.uint8)  # lead of doubting over accepting visits
+        self.since = np.full(n, -1, dtype=np.int32)  # epoch that lead began
 
     @property
     def nbytes(self) -> int:
         return sum(
-            a.nbytes for a in (self.seen, self.loss_sum, self.epochs, self.wrong, self.since)
+            a.nbytes
+            for a in (self.seen, self.loss_sum, self.epochs, self.wrong, self.doubted, self.since)
         )
 
     @property
@@ -156,7 +198,7 @@ class CoverageEvidence:
         total = int(self.accepted.sum())
         if total:
             position = int(np.searchsorted(np.cumsum(self.accepted), (total + 1) // 2))
-            self.reference = float(_MARGIN_CENTRES[position])
+            self.reference = _bin_centre(position)
         self.accepted[:] = 0
 
     def observe(self, ids: I64, loss: F32, margin: F32 | None, epoch: int, judged: bool) -> I64:
@@ -176,23 +218,35 @@ class CoverageEvidence:
         self.epochs[unique] = np.minimum(self.epochs[unique], _EPOCHS_MAX - 1) + 1
         given = _log_odds(coverage_loss)
         if margin is not None:
-            reported = margin[first].astype(np.float64)
-            known = ~np.isnan(reported)
-            given[known] = reported[known]
-        self.accepted += np.bincount(
-            np.searchsorted(_MARGIN_EDGES, given[given > 0]), minlength=len(self.accepted)
-        )
+            reported = margin[first]
+            given = np.where(np.isnan(reported), given, reported)
+        self.accepted += np.bincount(_margin_bins(given[given > 0]), minlength=_BIN_COUNT)
         if not judged:
             return unique[:0]
-        wrong = given < -self.scale * self.reference if self.scale else given < 0
-        before = self.wrong[unique]
-        self.wrong[unique] = np.where(wrong, np.minimum(before, _STREAK_MAX - 1) + 1, 0)
-        started = wrong & (before == 0)
-        self.since[unique[started]] = epoch
-        self.since[unique[~wrong]] = -1
-        if self.streak is None:
-            return unique[:0]
-        return unique[self.wrong[unique] >= self.streak]
+        doubt = given < 0
+        wrong = given < -self.scale * self.reference if self.scale else doubt
+        self.wrong[unique] = _streak(self.wrong[unique], wrong)
+        doubted_before = self.doubted[unique]
+        doubted = _tally(doubted_before, doubt)
+        self.doubted[unique] = doubted
+        self.since[unique[doubt & (doubted_before == 0)]] = epoch
+        self.since[unique[doubted == 0]] = -1
+        return unique[self.on_evidence(unique)]
+
+    def on_evidence(self, ids: I64) -> npt.NDArray[np.bool_]:
+        """Whether each sample's coverage visits say "probably mislabeled" now."""
+        found = np.zeros(len(ids), dtype=bool)
+        if self.streak is not None:
+            found |= self.wrong[ids] >= self.streak
+        if self.doubt_streak is not None:
+            found |= self.doubted[ids] >= self.doubt_streak
+        return found
+
+    def forget(self, ids: I64) -> None:
+        """Starts the evidence of ``ids`` again (a person decided about them)."""
+        self.wrong[ids] = 0
+        self.doubted[ids] = 0
+        self.since[ids] = -1
 
     def state(self) -> dict[str, npt.NDArray[np.generic]]:
         return {
@@ -202,14 +256,21 @@ class CoverageEvidence:
             "coverage_loss_sum": self.loss_sum,
             "coverage_epochs": self.epochs,
             "wrong_streak": self.wrong,
+            "doubt_streak": self.doubted,
             "wrong_since": self.since,
         }
 
     def load(self, arrays: dict[str, npt.NDArray[np.generic]]) -> None:
-        self.accepted = arrays["accepted_margins"].astype(np.int64)
+        accepted = arrays["accepted_margins"].astype(np.int64)
+        # Bins of an older layout cannot be read: the reference they gave is kept.
+        self.accepted = (
+            accepted if accepted.shape == (_BIN_COUNT,) else np.zeros(_BIN_COUNT, np.int64)
+        )
         self.reference = float(arrays["margin_reference"][0])
         self.seen = arrays["coverage_seen"].astype(bool)
         self.loss_sum = arrays["coverage_loss_sum"].astype(np.float32)
         self.epochs = arrays["coverage_epochs"].astype(np.uint16)
         self.wrong = arrays["wrong_streak"].astype(np.uint8)
+        doubted = arrays.get("doubt_streak")  # absent from checkpoints before version 3
+        self.doubted = np.zeros_like(self.wrong) if doubted is None else doubted.astype(np.uint8)
         self.since = arrays["wrong_since"].astype(np.int32)

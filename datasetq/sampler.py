@@ -35,8 +35,9 @@ _SCORED = np.uint8(8)  # has a loss that counts for priority (reset() clears it)
 _NOT_IN_POOL = _EVICTED | _WAITING | _COLD
 _UINT16_MAX = np.iinfo(np.uint16).max
 _UINT8_MAX = np.iinfo(np.uint8).max
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 Policy = Literal["balanced", "greedy"]
+_EXTRA_DOUBTS = 2
 
 
 class SamplerListener:
@@ -81,7 +82,11 @@ class HeapqSampler(Sampler[int]):
       (:attr:`eviction_evidence`). A visit rejects the label when its margin (the reported
       ``"margin"``, else the label's log-odds from the loss) is below ``-reject_scale`` times
       the median margin of the labels the model accepted the epoch before: a threshold the
-      data sets, in the model's own units. Greedy sampling trains on the
+      data sets, in the model's own units. A sample is also evicted once the coverage visits
+      at which the model found its label less likely than another (margin below 0) outnumber
+      those at which it did not by ``doubt_evidence``: weaker evidence, so more of it, for
+      the ambiguous labels (pair-flip noise) that a model never rejects strongly. Greedy
+      sampling trains on the
       likely mislabeled samples first and collapses under label noise; this policy does not.
     - ``"greedy"`` (the original datasetq): each draw takes the sample with the highest
       priority: the largest latest loss with ``extrema="min"``, the smallest with
@@ -139,6 +144,10 @@ class HeapqSampler(Sampler[int]):
         reject_scale (float): how strongly a coverage visit must reject a label to count as
             evidence, relative to the median margin of accepted labels; 0 counts every label
             the model finds less likely than another. Default: 0.25.
+        doubt_evidence (int, optional): balanced policy: by how many coverage visits those
+            that find the label less likely than another must outnumber those that do not to
+            evict a sample; ``None``: never on doubts alone. Default: ``evidence + 2`` (``None``
+            when ``evidence`` is ``None``).
 
     .. note::
         A ``DataLoader`` with ``num_workers > 0`` reads the sampler ahead by
@@ -190,6 +199,7 @@ class HeapqSampler(Sampler[int]):
         prune: float = 0.5,
         max_extra: int = 1,
         reject_scale: float = 0.25,
+        doubt_evidence: int | Literal["default"] | None = "default",
     ) -> None:
         n = len(data_source)
         if n <= 0:
@@ -237,6 +247,10 @@ class HeapqSampler(Sampler[int]):
         if evidence == "default":
             evidence = 3 if policy == "balanced" else None
         _check_positive("evidence", evidence, upper=_UINT8_MAX - 1)
+        if doubt_evidence == "default":
+            # Doubts are weaker evidence than rejections: more of them in a row.
+            doubt_evidence = None if evidence is None else evidence + _EXTRA_DOUBTS
+        _check_positive("doubt_evidence", doubt_evidence, upper=_UINT8_MAX - 1)
         if not isinstance(prune, int | float) or not 0.0 <= prune < 1.0:
             raise ValueError(f"prune should be in [0, 1), but got prune={prune!r}")
         _check_positive("max_extra", max_extra)
@@ -279,6 +293,7 @@ class HeapqSampler(Sampler[int]):
         self.prune = float(prune)
         self.max_extra = max_extra
         self.reject_scale = float(reject_scale)
+        self.doubt_evidence: int | None = doubt_evidence  # type: ignore[assignment]
         self.num_replicas = num_replicas
         self.rank = rank
         self.listener = recorder
@@ -298,7 +313,7 @@ class HeapqSampler(Sampler[int]):
         self._evicted_epochs: I64 = np.empty(0, dtype=np.int64)
         self._evicted_scores = np.empty(0, dtype=np.float64)
         self._evicted_since = np.empty(0, dtype=np.int64)
-        self._coverage = CoverageEvidence(n, self.evidence, self.reject_scale)
+        self._coverage = CoverageEvidence(n, self.evidence, self.reject_scale, self.doubt_evidence)
         # The balanced epoch's draws (int32 below 2**31 samples: half the memory).
         self._plan: npt.NDArray[np.signedinteger[Any]] = np.empty(0, dtype=self._plan_dtype)
         self._queue = PriorityRuns()
@@ -374,8 +389,8 @@ class HeapqSampler(Sampler[int]):
     @property
     def eviction_evidence(self) -> tuple[I64, npt.NDArray[np.float64], I64]:
         """``(ids, scores, since)`` of the currently evicted samples, in :attr:`evictions`
-        order: the :attr:`suspicion` score when each was evicted, and the epoch its run of
-        wrong coverage visits began (-1: evicted by ``max_visits`` or :meth:`evict`)."""
+        order: the :attr:`suspicion` score when each was evicted, and the epoch since which
+        the model has doubted its label (-1: evicted by ``max_visits`` or :meth:`evict`)."""
         self._flush_pending()
         return self._evicted_ids.copy(), self._evicted_scores.copy(), self._evicted_since.copy()
 
@@ -453,7 +468,7 @@ class HeapqSampler(Sampler[int]):
         self._evicted_epochs = self._evicted_epochs[keep]
         self._evicted_scores = self._evicted_scores[keep]
         self._evicted_since = self._evicted_since[keep]
-        self._coverage.wrong[ids] = 0  # a person decided: its evidence starts again
+        self._coverage.forget(ids)  # a person decided: its evidence starts again
         self._requeue(ids)
 
     # ------------------------------------------------------------------ feedback
@@ -636,7 +651,7 @@ class HeapqSampler(Sampler[int]):
         # coverage visit: extra visits would teach the model a label it finds wrong.
         margin = self._metrics.get("margin")
         rejected = margin[live] < 0 if margin is not None else loss > WRONG_LOSS
-        suspect = (self._coverage.wrong[live] > 0) | rejected
+        suspect = (self._coverage.doubted[live] > 0) | rejected
         return plan_epoch(live, loss, suspect, self._total, rng, self.prune, self.max_extra)
 
     def _draw_planned(self, start: int, count: int) -> I64:
@@ -804,7 +819,7 @@ class HeapqSampler(Sampler[int]):
             [self._evicted_epochs, np.full(len(ids), self._cursor.epoch, dtype=np.int64)]
         )
         coverage = self._coverage
-        on_evidence = coverage.wrong[ids] >= (coverage.streak or _UINT8_MAX)
+        on_evidence = coverage.on_evidence(ids)
         with np.errstate(invalid="ignore", divide="ignore"):
             scores = coverage.loss_sum[ids] / coverage.epochs[ids]
         self._evicted_scores = np.concatenate([self._evicted_scores, scores])
@@ -889,9 +904,9 @@ class HeapqSampler(Sampler[int]):
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restores a :meth:`state_dict`; the next iteration continues the saved epoch."""
         version = state_dict.get("version") if isinstance(state_dict, Mapping) else None
-        if version not in (1, _STATE_VERSION):
+        if version not in range(1, _STATE_VERSION + 1):
             raise ValueError(
-                f"state_dict should come from HeapqSampler.state_dict() (version 1 or "
+                f"state_dict should come from HeapqSampler.state_dict() (version 1 to "
                 f"{_STATE_VERSION})"
             )
         for name, expected in (
@@ -932,13 +947,19 @@ class HeapqSampler(Sampler[int]):
             self._evicted_scores = np.full(evicted, np.nan)
             self._evicted_since = np.full(evicted, -1, dtype=np.int64)
             self._plan = np.empty(0, dtype=self._plan_dtype)
-            self._coverage = CoverageEvidence(self._n, self.evidence, self.reject_scale)
+            self._coverage = CoverageEvidence(
+                self._n, self.evidence, self.reject_scale, self.doubt_evidence
+            )
         else:
             self._evicted_scores = np.asarray(state_dict["evicted_scores"]).astype(np.float64)
             self._evicted_since = np.asarray(state_dict["evicted_since"]).astype(np.int64)
             self._plan = np.asarray(state_dict["plan"]).astype(self._plan_dtype)
             self._coverage.load(
-                {name: np.asarray(state_dict[name]) for name in self._coverage.state()}
+                {
+                    name: np.asarray(state_dict[name])
+                    for name in self._coverage.state()
+                    if name in state_dict  # a version 2 checkpoint has no doubt streaks
+                }
             )
         self._pending, self._pending_count = [], 0
         self._reset_epoch(int(state_dict["epoch"]))

@@ -42,6 +42,7 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "balanced losses only": {"losses_only": True},
     "balanced reject_scale=0": {"reject_scale": 0.0},
     "balanced reject_scale=0.5": {"reject_scale": 0.5},
+    "balanced doubt_evidence=None": {"doubt_evidence": None},
 }
 MODELS = {"small": SmallCNN, "examples": ExamplesNet}
 NOISE_KINDS = {"sym": "symmetric", "pair": "pair"}

@@ -22,6 +22,7 @@ import numpy as np
 from study_common import (
     CONFIGS,
     NOISE_KINDS,
+    TRAINING_FILES,
     ResultCache,
     RunKey,
     cached_run,
@@ -32,7 +33,13 @@ from study_detection import cross_validated
 
 CELLS = [("sym", 0.0), ("sym", 0.2), ("sym", 0.4), ("pair", 0.2), ("pair", 0.4)]
 # On the 2,000-sample training set: the eviction check, with the frontier of reject_scale.
-SMALL_CONFIGS = ["random", "balanced", "balanced reject_scale=0", "balanced reject_scale=0.5"]
+SMALL_CONFIGS = [
+    "random",
+    "balanced",
+    "balanced reject_scale=0",
+    "balanced reject_scale=0.5",
+    "balanced doubt_evidence=None",
+]
 SCORE = "suspicion"  # the dashboard's default ranking: mean loss over coverage visits
 
 
@@ -140,6 +147,8 @@ def main() -> None:
     runs = ResultCache("runs", shard)
     cleanlab_cache = ResultCache("cleanlab", shard)
     code = code_revision()
+    # Random order never touches the sampler: its runs depend on the training code alone.
+    random_code = code_revision(TRAINING_FILES)
 
     def collect(configs: list[str], size: int) -> dict[tuple[str, float], dict[str, Any]]:
         found: dict[tuple[str, float], dict[str, Any]] = {}
@@ -149,7 +158,14 @@ def main() -> None:
                     cached_run(
                         runs,
                         RunKey(
-                            config, noise, seed, args.epochs, "small", size, NOISE_KINDS[kind], code
+                            config,
+                            noise,
+                            seed,
+                            args.epochs,
+                            "small",
+                            size,
+                            NOISE_KINDS[kind],
+                            random_code if CONFIGS[config] is None else code,
                         ),
                     )
                     for seed in range(args.seeds)
