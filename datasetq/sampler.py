@@ -75,8 +75,8 @@ class HeapqSampler(Sampler[int]):
     - ``"balanced"`` (the default): every epoch visits each live sample once, except a random
       ``prune`` share of the easy ones (latest loss below the mean), and spends the draws saved
       on extra visits (at most ``max_extra`` each) to hard samples, in proportion to their loss,
-      leaving out those whose given label the model rejects (now, or at their last coverage
-      visit): extra visits would teach it a label it finds wrong. A
+      leaving out those whose given label the model doubts (now, or on balance at its coverage
+      visits): extra visits would teach it a label it finds wrong. A
       sample's *coverage visit* is its first report of an epoch. A sample whose label the model
       rejects at ``evidence`` coverage visits in a row is evicted, with that evidence
       (:attr:`eviction_evidence`). A visit rejects the label when its margin (the reported
@@ -139,8 +139,8 @@ class HeapqSampler(Sampler[int]):
         evidence (int, optional): wrong coverage visits in a row that evict a sample; ``None``
             never evicts on evidence. Default: 3 with the balanced policy, ``None`` with greedy.
         prune (float): balanced policy: share of the easy samples left out of an epoch.
-            Default: 0.5.
-        max_extra (int): balanced policy: extra draws one sample may get per epoch. Default: 1.
+            Default: 0.9.
+        max_extra (int): balanced policy: extra draws one sample may get per epoch. Default: 4.
         reject_scale (float): how strongly a coverage visit must reject a label to count as
             evidence, relative to the median margin of accepted labels; 0 counts every label
             the model finds less likely than another. Default: 0.25.
@@ -196,8 +196,8 @@ class HeapqSampler(Sampler[int]):
         recorder: SamplerListener | None = None,
         policy: Policy | None = None,
         evidence: int | Literal["default"] | None = "default",
-        prune: float = 0.5,
-        max_extra: int = 1,
+        prune: float = 0.9,
+        max_extra: int = 4,
         reject_scale: float = 0.25,
         doubt_evidence: int | Literal["default"] | None = "default",
     ) -> None:

@@ -66,7 +66,7 @@ def test_every_live_sample_is_visited_unless_pruned_as_easy():
     drawn = epoch_of(sampler, noisy_loss)
     assert len(drawn) == N
     missing = np.setdiff1d(np.arange(N), drawn)
-    assert len(missing)  # easy samples sat out (the prune share is 0.5)
+    assert len(missing)  # easy samples sat out (the prune share is 0.9)
     assert (loss_before[missing] < loss_before.mean()).all()
     assert np.isin(HARD, drawn).all()
 
@@ -81,7 +81,7 @@ def test_no_pruning_without_easy_samples_to_prune():
 def test_samples_whose_label_is_rejected_get_no_extra_draws():
     """Losses only: a loss above ln 2 means the model rejects the label; those samples keep one
     visit per epoch while hard samples the model accepts get the extra draws."""
-    sampler = HeapqSampler(range(N), seed=0, evidence=None)
+    sampler = HeapqSampler(range(N), seed=0, evidence=None, max_extra=1)
     epoch_of(sampler, noisy_loss)
     drawn = epoch_of(sampler, noisy_loss)
     counts = np.bincount(drawn, minlength=N)
@@ -262,3 +262,87 @@ def test_losses_only_judge_by_the_labels_log_odds():
     assert sampler.evicted.tolist() == HARD.tolist()
     with pytest.raises(ValueError, match="reject_scale"):
         HeapqSampler(range(N), seed=0, reject_scale=-1)
+
+
+def _weakly_doubted(doubted_in_epoch):
+    """Margins for one epoch: ``HARD`` at -0.5 (doubted, far from the -2.5 a rejection needs
+    at accepted margins of 10) where ``doubted_in_epoch``, else +10 like every other sample."""
+
+    def margin_of(ids):
+        return np.where(np.isin(ids, HARD) & doubted_in_epoch, -0.5, 10.0).astype(np.float32)
+
+    def loss_of(ids):
+        return np.where(margin_of(ids) < 0, 1.0, 0.01).astype(np.float32)
+
+    return loss_of, margin_of
+
+
+def test_weak_doubts_that_persist_evict_with_their_evidence():
+    """Pair-flip noise: the model finds the label slightly less likely than another, epoch
+    after epoch, and never rejects it strongly. Five doubting coverage visits evict."""
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0)  # evidence 3, doubt_evidence 5
+    assert sampler.doubt_evidence == 5
+    epoch_of(sampler, *_weakly_doubted(True))  # warm-up: no evidence
+    for epoch in range(1, 6):
+        epoch_of(sampler, *_weakly_doubted(True))
+        assert len(sampler.evicted) == (len(HARD) if epoch == 5 else 0), epoch
+    ids, _, since = sampler.eviction_evidence
+    assert sorted(ids.tolist()) == HARD.tolist()
+    assert (since == 1).all()
+    assert (sampler.evictions[1] == 5).all()
+
+
+def test_an_accepting_visit_lowers_the_doubts_by_one_instead_of_clearing_them():
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, doubt_evidence=3)
+    pattern = [True, True, False, True, True]  # epochs 1-5: tally 1, 2, 1, 2, 3
+    epoch_of(sampler, *_weakly_doubted(True))
+    for epoch, doubted in enumerate(pattern, start=1):
+        epoch_of(sampler, *_weakly_doubted(doubted))
+        assert len(sampler.evicted) == (len(HARD) if epoch == 5 else 0), epoch
+    # A streak rule would have restarted at epoch 4: its evidence begins at 1, not 4.
+    assert (sampler.eviction_evidence[2] == 1).all()
+
+
+def test_doubts_alone_never_evict_when_turned_off():
+    for kwargs in ({"doubt_evidence": None}, {"evidence": None}):
+        sampler = HeapqSampler(range(N), seed=0, prune=0.0, **kwargs)
+        for _ in range(8):
+            epoch_of(sampler, *_weakly_doubted(True))
+        assert len(sampler.evicted) == 0, kwargs
+    assert HeapqSampler(range(N), seed=0, evidence=None).doubt_evidence is None
+    assert HeapqSampler(range(N), seed=0, evidence=4).doubt_evidence == 6
+    assert HeapqSampler(range(N), seed=0, policy="greedy").doubt_evidence is None
+    with pytest.raises(ValueError, match="doubt_evidence"):
+        HeapqSampler(range(N), seed=0, doubt_evidence=0)
+
+
+def test_reinstate_forgets_the_doubts_too():
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, doubt_evidence=2)
+    for _ in range(3):
+        epoch_of(sampler, *_weakly_doubted(True))
+    assert sampler.evicted.tolist() == HARD.tolist()
+    sampler.reinstate(HARD)
+    epoch_of(sampler, *_weakly_doubted(True))  # one doubt: not yet two again
+    assert len(sampler.evicted) == 0
+    epoch_of(sampler, *_weakly_doubted(True))
+    assert sampler.evicted.tolist() == HARD.tolist()
+
+
+def test_a_version_2_checkpoint_loads_without_doubts():
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0)
+    for _ in range(3):
+        epoch_of(sampler, *_weakly_doubted(True))
+    state = sampler.state_dict()
+    assert state["version"] == 3
+    old = {k: v for k, v in state.items() if k != "doubt_streak"}
+    old["version"] = 2
+    resumed = HeapqSampler(range(N), seed=0, prune=0.0)
+    resumed.load_state_dict(old)
+    assert (resumed._coverage.doubted == 0).all()
+    epoch_of(resumed, *_weakly_doubted(True))  # its doubts count again from here
+    assert len(resumed.evicted) == 0
+    full = HeapqSampler(range(N), seed=0, prune=0.0)
+    full.load_state_dict(state)
+    for epoch in (3, 4, 5):  # the doubts of epochs 1 and 2 were carried
+        epoch_of(full, *_weakly_doubted(True))
+        assert len(full.evicted) == (len(HARD) if epoch == 5 else 0), epoch
