@@ -162,8 +162,9 @@ class SampleDetail(SampleRow):
     dataset_name: str = Field(description="the dataset its decisions belong to")
     evidence_score: float | None = Field(description="the score when the sampler evicted it")
     wrong_since: int | None = Field(
-        description="epoch since which the label was wrong at every coverage visit, when the "
-        "sampler evicted the sample on that evidence (null: evicted by max_visits or a person)"
+        description="epoch since which the model has doubted the label at its coverage visits "
+        "(found another class more likely, at every visit or on balance), when the sampler "
+        "evicted the sample on that evidence (null: evicted by max_visits or a person)"
     )
     source: str | None
     note: str | None

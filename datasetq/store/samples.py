@@ -399,7 +399,7 @@ class SampleDetail:
 
     row: SampleRow
     evidence_score: float | None  # the score when the sampler evicted it on evidence
-    wrong_since: int | None  # the epoch its run of rejected coverage visits began
+    wrong_since: int | None  # the epoch since which the model has doubted its label
     source: str | None
     note: str | None
     flag_reason: str | None
