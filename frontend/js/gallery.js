@@ -110,6 +110,8 @@ export async function renderGallery(main, runId, summary, query, say) {
   let total = 0;
 
   const remember = () => {
+    // A page load that ends after the person has moved on must not take the address back.
+    if (!grid.isConnected || !location.hash.startsWith(`#/runs/${runId}/gallery`)) return;
     const first = firstVisible();
     sessionStorage.setItem(key, JSON.stringify({
       loaded: items.length,

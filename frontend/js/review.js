@@ -13,7 +13,9 @@ export async function renderReview(main, runId, summary, query, setKeys, say) {
   const title = `Review: ${describe(list, summary.class_names)}`;
   let sampleId = /^\d+$/.test(query.get("sample") ?? "") ? Number(query.get("sample")) : null;
   if (sampleId === null) {
+    const entered = location.hash;
     const first = await api.samples(runId, { ...params, limit: 1 });
+    if (location.hash !== entered) return null; // moved on while this list was asked for
     if (!first.items.length) {
       main.replaceChildren(el("h1", {}, title), el("p", { class: "notice" }, "Nothing to review in this list yet. ",
         el("a", { href: `#/runs/${runId}/gallery?${listQuery(list)}` }, "Back to the gallery")));
@@ -22,6 +24,9 @@ export async function renderReview(main, runId, summary, query, setKeys, say) {
     sampleId = first.items[0].sample_id;
     history.replaceState(history.state, "", hrefOf(sampleId));
   }
+  // A decision that returns after the person has moved on must not move them back.
+  const address = location.hash;
+  const moveTo = (hash) => { if (location.hash === address) replaceHash(hash); };
   const progress = el("p", { class: "progress", id: "review-progress", role: "status", "aria-live": "polite" });
   const body = el("div", { id: "review-body" });
   main.replaceChildren(el("div", { class: "toolbar review-bar" },
@@ -42,7 +47,7 @@ export async function renderReview(main, runId, summary, query, setKeys, say) {
   });
   const refresh = async () => { detail = await api.sample(runId, sampleId, params); draw(); await countProgress(); };
   const advance = async () => {
-    if (detail.next_id !== null) replaceHash(hrefOf(detail.next_id));
+    if (detail.next_id !== null) moveTo(hrefOf(detail.next_id));
     else { await refresh(); say("That was the last sample of this list"); }
   };
   const decided = async () => { detail = await api.sample(runId, sampleId, params); await advance(); };
@@ -53,7 +58,7 @@ export async function renderReview(main, runId, summary, query, setKeys, say) {
       const result = await api.undoLatest(runId);
       say(result.message);
       const changed = result.undo?.sample_ids ?? [];
-      if (changed.length === 1 && changed[0] !== sampleId) replaceHash(hrefOf(changed[0]));
+      if (changed.length === 1 && changed[0] !== sampleId) moveTo(hrefOf(changed[0]));
       else await refresh();
     } catch (error) {
       say(error.message, true);

@@ -490,3 +490,27 @@ def test_bulk_relabel_evicted_samples_export_and_load_the_manifest_back(
         image, label = clean[clean.sample_ids.index(sample_id)]
         assert label == 7
         assert torch.equal(image, dataset[sample_id][1][0])
+
+
+def test_a_gallery_that_loads_after_the_person_moved_on_leaves_the_address_alone(workspace, page):
+    """The gallery keeps its place in the address; a page of samples that arrives after the
+    person went elsewhere must not rewrite the address back to the gallery (it did, and the
+    next page then showed the gallery again)."""
+    base, _ = workspace
+    held = []
+    page.route(lambda url: "/runs/1/samples?" in url, lambda route: held.append(route))
+    page.goto(f"{base}/#/runs/1/gallery")
+    for _ in range(200):
+        if held:
+            break
+        page.wait_for_timeout(25)
+    assert held, "the gallery never asked for its samples"
+    page.evaluate("location.hash = '#/elsewhere'")
+    page.wait_for_function(
+        "() => document.querySelector('#error-page h1')?.innerText === 'No such page'"
+    )
+    with page.expect_response(lambda response: "/runs/1/samples?" in response.url):
+        held[0].continue_()
+    page.evaluate("() => new Promise((done) => setTimeout(done, 200))")
+    assert page.url.endswith("#/elsewhere")
+    assert page.inner_text("#error-page h1") == "No such page"
