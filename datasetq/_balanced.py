@@ -11,6 +11,7 @@ visits are not confounded by how often the sampler chose it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -107,16 +108,11 @@ def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) 
     return candidates[taken // cap]
 
 
-def _streak(before: npt.NDArray[np.uint8], now: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
-    """A count of events in a row, one more where ``now`` (saturating), else 0."""
-    return np.where(now, np.minimum(before, _STREAK_MAX - 1) + 1, 0).astype(np.uint8)
-
-
-def _tally(before: npt.NDArray[np.uint8], now: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
-    """How far events outnumber non-events: one more where ``now`` (saturating), else one
-    fewer (not below 0)."""
-    up = np.minimum(before, _STREAK_MAX - 1) + 1
-    return np.where(now, up, np.maximum(before, 1) - 1).astype(np.uint8)
+def _counted(
+    before: npt.NDArray[np.uint8], now: npt.NDArray[np.bool_], otherwise: npt.ArrayLike
+) -> npt.NDArray[np.uint8]:
+    """One more where ``now`` (saturating at the uint8 maximum), else ``otherwise``."""
+    return np.where(now, np.minimum(before, _STREAK_MAX - 1) + 1, otherwise).astype(np.uint8)
 
 
 def first_reports(ids: I64) -> tuple[I64, I64]:
@@ -147,7 +143,7 @@ class CoverageEvidence:
     must reject confidently). A visit *doubts* the label when its margin is below 0 (the model
     finds another class more likely), however slightly. A sample is suspicious after ``streak``
     rejections in a row, or once its doubting visits outnumber its accepting ones by
-    ``doubt_streak`` (a tally that an accepting visit lowers by one instead of clearing): a
+    ``doubt_lead`` (a tally that an accepting visit lowers by one instead of clearing): a
     label the model keeps finding less likely than another, as under ambiguous (pair-flip)
     noise, where the model learns part of the wrong mapping and never rejects it strongly, and
     where a lucky accepting visit would restart a streak.
@@ -158,16 +154,16 @@ class CoverageEvidence:
             never proposes one (the statistics are still kept).
         scale: the rejection threshold, relative to the typical accepted margin; 0 rejects
             every label the model finds less likely than another.
-        doubt_streak: the lead of doubting over accepting visits that makes a sample a
+        doubt_lead: the lead of doubting over accepting visits that makes a sample a
             candidate; ``None``: never.
     """
 
     def __init__(
-        self, n: int, streak: int | None, scale: float = 0.0, doubt_streak: int | None = None
+        self, n: int, streak: int | None, scale: float = 0.0, doubt_lead: int | None = None
     ) -> None:
         self.streak = streak
         self.scale = scale
-        self.doubt_streak = doubt_streak
+        self.doubt_lead = doubt_lead
         # Accepted margins of this epoch as a log-spaced histogram (its median is the next
         # epoch's reference): bounded memory, and a checkpoint carries it.
         self.accepted = np.zeros(_BIN_COUNT, dtype=np.int64)
@@ -225,9 +221,9 @@ class CoverageEvidence:
             return unique[:0]
         doubt = given < 0
         wrong = given < -self.scale * self.reference if self.scale else doubt
-        self.wrong[unique] = _streak(self.wrong[unique], wrong)
+        self.wrong[unique] = _counted(self.wrong[unique], wrong, 0)  # in a row
         doubted_before = self.doubted[unique]
-        doubted = _tally(doubted_before, doubt)
+        doubted = _counted(doubted_before, doubt, np.maximum(doubted_before, 1) - 1)  # a lead
         self.doubted[unique] = doubted
         self.since[unique[doubt & (doubted_before == 0)]] = epoch
         self.since[unique[doubted == 0]] = -1
@@ -238,8 +234,8 @@ class CoverageEvidence:
         found = np.zeros(len(ids), dtype=bool)
         if self.streak is not None:
             found |= self.wrong[ids] >= self.streak
-        if self.doubt_streak is not None:
-            found |= self.doubted[ids] >= self.doubt_streak
+        if self.doubt_lead is not None:
+            found |= self.doubted[ids] >= self.doubt_lead
         return found
 
     def forget(self, ids: I64) -> None:
@@ -256,21 +252,24 @@ class CoverageEvidence:
             "coverage_loss_sum": self.loss_sum,
             "coverage_epochs": self.epochs,
             "wrong_streak": self.wrong,
-            "doubt_streak": self.doubted,
+            "doubt_tally": self.doubted,
             "wrong_since": self.since,
         }
 
-    def load(self, arrays: dict[str, npt.NDArray[np.generic]]) -> None:
-        accepted = arrays["accepted_margins"].astype(np.int64)
+    def load(self, arrays: Mapping[str, npt.ArrayLike]) -> None:
+        """Restores :meth:`state` (a checkpoint's arrays, tensors included)."""
+        accepted = np.asarray(arrays["accepted_margins"]).astype(np.int64)
         # Bins of an older layout cannot be read: the reference they gave is kept.
         self.accepted = (
             accepted if accepted.shape == (_BIN_COUNT,) else np.zeros(_BIN_COUNT, np.int64)
         )
-        self.reference = float(arrays["margin_reference"][0])
-        self.seen = arrays["coverage_seen"].astype(bool)
-        self.loss_sum = arrays["coverage_loss_sum"].astype(np.float32)
-        self.epochs = arrays["coverage_epochs"].astype(np.uint16)
-        self.wrong = arrays["wrong_streak"].astype(np.uint8)
-        doubted = arrays.get("doubt_streak")  # absent from checkpoints before version 3
-        self.doubted = np.zeros_like(self.wrong) if doubted is None else doubted.astype(np.uint8)
-        self.since = arrays["wrong_since"].astype(np.int32)
+        self.reference = float(np.asarray(arrays["margin_reference"])[0])
+        self.seen = np.asarray(arrays["coverage_seen"]).astype(bool)
+        self.loss_sum = np.asarray(arrays["coverage_loss_sum"]).astype(np.float32)
+        self.epochs = np.asarray(arrays["coverage_epochs"]).astype(np.uint16)
+        self.wrong = np.asarray(arrays["wrong_streak"]).astype(np.uint8)
+        doubted = arrays.get("doubt_tally")  # absent from checkpoints before version 3
+        self.doubted = (
+            np.zeros_like(self.wrong) if doubted is None else np.asarray(doubted).astype(np.uint8)
+        )
+        self.since = np.asarray(arrays["wrong_since"]).astype(np.int32)

@@ -954,13 +954,7 @@ class HeapqSampler(Sampler[int]):
             self._evicted_scores = np.asarray(state_dict["evicted_scores"]).astype(np.float64)
             self._evicted_since = np.asarray(state_dict["evicted_since"]).astype(np.int64)
             self._plan = np.asarray(state_dict["plan"]).astype(self._plan_dtype)
-            self._coverage.load(
-                {
-                    name: np.asarray(state_dict[name])
-                    for name in self._coverage.state()
-                    if name in state_dict  # a version 2 checkpoint has no doubt streaks
-                }
-            )
+            self._coverage.load(state_dict)
         self._pending, self._pending_count = [], 0
         self._reset_epoch(int(state_dict["epoch"]))
         self._cursor = cursor

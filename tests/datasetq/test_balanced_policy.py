@@ -334,7 +334,7 @@ def test_a_version_2_checkpoint_loads_without_doubts():
         epoch_of(sampler, *_weakly_doubted(True))
     state = sampler.state_dict()
     assert state["version"] == 3
-    old = {k: v for k, v in state.items() if k != "doubt_streak"}
+    old = {k: v for k, v in state.items() if k != "doubt_tally"}
     old["version"] = 2
     resumed = HeapqSampler(range(N), seed=0, prune=0.0)
     resumed.load_state_dict(old)
