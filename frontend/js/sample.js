@@ -46,7 +46,7 @@ export function drawTrajectory(detail, runEpochs) {
 function evictionText(detail) {
   const base = `Evicted by the sampler in epoch ${detail.evicted_epoch}`;
   if (detail.wrong_since === null) return `${base} (visit limit or a reviewer's decision)`;
-  return `${base}: the model has found another class more likely than its label at most of each epoch's first visits since epoch ${detail.wrong_since} (suspicion ${fmt(detail.evidence_score)})`;
+  return `${base}: the model has found another class more likely than its label at most of its first visits of an epoch since epoch ${detail.wrong_since} (suspicion ${fmt(detail.evidence_score)})`;
 }
 
 // Renders one sample; `actions` performs changes so review mode and this view share them.
