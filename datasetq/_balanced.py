@@ -28,6 +28,9 @@ _EPOCHS_MAX = np.iinfo(np.uint16).max
 _BIN_SHIFT = 18
 _BIN_LOW = int(np.float32(2.0**-10).view(np.int32)) >> _BIN_SHIFT
 _BIN_COUNT = (int(np.float32(2.0**10).view(np.int32)) >> _BIN_SHIFT) - _BIN_LOW + 1
+_RECORD = np.dtype(
+    [("loss_sum", np.float32), ("epochs", np.uint16), ("wrong", np.uint8), ("doubted", np.uint8)]
+)
 
 
 def _margin_bins(positive: F32) -> I64:
@@ -71,19 +74,25 @@ def plan_epoch(
     if not len(live):
         return np.empty(0, dtype=np.int64)
     scored = ~np.isnan(loss)
-    easy = np.zeros(len(live), dtype=bool)
-    if scored.any():
-        easy[scored] = loss[scored] < loss[scored].mean()
+    if scored.all():
+        easy = loss < loss.mean()
+    elif scored.any():
+        easy = loss < loss[scored].mean()  # NaN compares False: unscored is never easy
+    else:
+        easy = np.zeros(len(live), dtype=bool)
     pruned = easy & (rng.random(len(live), dtype=np.float32) < prune)
-    kept = live[~pruned]
+    kept: I64 = live[~pruned]
     if len(kept) >= total:
-        return rng.permutation(kept)[:total]
+        rng.shuffle(kept)
+        return kept[:total]
     weights = np.where(scored & ~suspect, loss, np.float32(0.0))
     extras = live[_capped_draws(total - len(kept), weights, max_extra, rng)]
     missing = total - len(kept) - len(extras)
     if missing:  # too few hard samples to spend the draws on: the rest uniformly
         extras = np.concatenate([extras, rng.choice(live, missing)])
-    return rng.permutation(np.concatenate([kept, extras]))
+    planned = np.concatenate([kept, extras])
+    rng.shuffle(planned)
+    return planned
 
 
 def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) -> I64:
@@ -100,35 +109,29 @@ def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) 
         return np.repeat(candidates, cap)
     if not draws:
         return candidates[:0]
-    candidate_weights = weights[candidates]
-    if cap > 1:
-        candidate_weights = np.repeat(candidate_weights, cap)  # copy c * cap + k of candidate c
-    keys = rng.standard_exponential(len(candidate_weights), dtype=np.float32) / candidate_weights
+    keys = rng.standard_exponential(len(candidates) * cap, dtype=np.float32)
+    keys.reshape(-1, cap)[...] /= weights[candidates, None]  # key c * cap + k: copy k of c
     taken = np.argpartition(keys, draws - 1)[:draws]
     return candidates[taken // cap]
 
 
-def _counted(
-    before: npt.NDArray[np.uint8], now: npt.NDArray[np.bool_], otherwise: npt.ArrayLike
-) -> npt.NDArray[np.uint8]:
-    """One more where ``now`` (saturating at the uint8 maximum), else ``otherwise``."""
-    return np.where(now, np.minimum(before, _STREAK_MAX - 1) + 1, otherwise).astype(np.uint8)
-
-
-def first_reports(ids: I64) -> tuple[I64, I64]:
-    """The distinct ids, ascending, and the position of each one's first occurrence."""
+def first_reports(ids: I64, n: int) -> tuple[I64, I64]:
+    """The distinct ids (all below ``n``), ascending, and the position of each one's first
+    occurrence."""
     count = len(ids)
-    if count > 2**30:  # the packed pairs below would overflow int64
+    shift = max(count - 1, 1).bit_length()
+    if shift + max(n - 1, 1).bit_length() > 62:  # the packed pairs below would overflow int64
         unique, first = np.unique(ids, return_index=True)
         return unique, first.astype(np.int64)
     # One sort of (id, position) pairs packed in an int64: faster than a stable argsort.
-    packed = ids * count + np.arange(count, dtype=np.int64)
+    packed = ids << shift
+    packed |= np.arange(count, dtype=np.int64)
     packed.sort()
-    sorted_ids = packed // count
+    sorted_ids = packed >> shift
     starts = np.empty(count, dtype=bool)
     starts[:1] = True
     np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=starts[1:])
-    return sorted_ids[starts], packed[starts] % count
+    return sorted_ids[starts], packed[starts] & ((1 << shift) - 1)
 
 
 class CoverageEvidence:
@@ -170,18 +173,34 @@ class CoverageEvidence:
         self.reference = 0.0
         # 13 bytes per sample: ImageNet-sized datasets and larger keep this small.
         self.seen = np.zeros(n, dtype=bool)  # had its coverage visit in the current epoch
-        self.loss_sum = np.zeros(n, dtype=np.float32)
-        self.epochs = np.zeros(n, dtype=np.uint16)  # coverage visits counted (saturates)
-        self.wrong = np.zeros(n, dtype=np.uint8)  # rejecting coverage visits in a row
-        self.doubted = np.zeros(n, dtype=np.uint8)  # lead of doubting over accepting visits
-        self.since = np.full(n, -1, dtype=np.int32)  # epoch that lead began
+        # What every coverage visit reads and writes sits in one 8-byte record per sample: a
+        # chunk's visits then touch one cache line per sample instead of one per statistic.
+        self.records = np.zeros(n, dtype=_RECORD)
+        self.since = np.full(n, -1, dtype=np.int32)  # epoch the doubt lead began
+
+    @property
+    def loss_sum(self) -> F32:
+        """Sum of the coverage visits' losses (a view into the records)."""
+        return self.records["loss_sum"]  # type: ignore[no-any-return]
+
+    @property
+    def epochs(self) -> npt.NDArray[np.uint16]:
+        """Coverage visits counted (saturates)."""
+        return self.records["epochs"]  # type: ignore[no-any-return]
+
+    @property
+    def wrong(self) -> npt.NDArray[np.uint8]:
+        """Rejecting coverage visits in a row."""
+        return self.records["wrong"]  # type: ignore[no-any-return]
+
+    @property
+    def doubted(self) -> npt.NDArray[np.uint8]:
+        """Lead of doubting over accepting coverage visits."""
+        return self.records["doubted"]  # type: ignore[no-any-return]
 
     @property
     def nbytes(self) -> int:
-        return sum(
-            a.nbytes
-            for a in (self.seen, self.loss_sum, self.epochs, self.wrong, self.doubted, self.since)
-        )
+        return self.seen.nbytes + self.records.nbytes + self.since.nbytes
 
     @property
     def score(self) -> npt.NDArray[np.float64]:
@@ -203,40 +222,66 @@ class CoverageEvidence:
         ``judged``: whether this epoch's coverage visits count as evidence (warm-up epochs,
         whose early losses come from an untrained model, do not).
         """
-        unique, first = first_reports(ids)
+        unique, first = first_reports(ids, len(self.seen))
         fresh = ~self.seen[unique]
-        unique, first = unique[fresh], first[fresh]
+        if not fresh.all():
+            unique, first = unique[fresh], first[fresh]
         if not len(unique):
             return unique
         self.seen[unique] = True
         coverage_loss = loss[first]
-        self.loss_sum[unique] += coverage_loss
-        self.epochs[unique] = np.minimum(self.epochs[unique], _EPOCHS_MAX - 1) + 1
-        given = _log_odds(coverage_loss)
-        if margin is not None:
-            reported = margin[first]
-            given = np.where(np.isnan(reported), given, reported)
+        records = self.records[unique]  # a copy, written back whole below
+        records["loss_sum"] += coverage_loss
+        epochs = records["epochs"]
+        np.minimum(epochs, _EPOCHS_MAX - 1, out=epochs)
+        epochs += 1
+        given = self._margins(coverage_loss, None if margin is None else margin[first])
         self.accepted += np.bincount(_margin_bins(given[given > 0]), minlength=_BIN_COUNT)
         if not judged:
+            self.records[unique] = records
             return unique[:0]
         doubt = given < 0
         wrong = given < -self.scale * self.reference if self.scale else doubt
-        self.wrong[unique] = _counted(self.wrong[unique], wrong, 0)  # in a row
-        doubted_before = self.doubted[unique]
-        doubted = _counted(doubted_before, doubt, np.maximum(doubted_before, 1) - 1)  # a lead
-        self.doubted[unique] = doubted
-        self.since[unique[doubt & (doubted_before == 0)]] = epoch
-        self.since[unique[doubted == 0]] = -1
-        return unique[self.on_evidence(unique)]
+        streak = records["wrong"]
+        np.minimum(streak, _STREAK_MAX - 1, out=streak)
+        streak += 1
+        streak *= wrong  # in a row: a visit that does not reject clears it
+        lead = records["doubted"]
+        before = lead.copy()
+        np.maximum(lead, 1, out=lead)
+        lead -= 1  # an accepting visit lowers the lead by one
+        raised = np.minimum(before, _STREAK_MAX - 1)
+        raised += 1
+        np.copyto(lead, raised, where=doubt)
+        self.records[unique] = records
+        self.since[unique[doubt & (before == 0)]] = epoch
+        # A lead of 0 has no start: only a lead that ended at this visit has one to clear.
+        self.since[unique[(before == 1) & ~doubt]] = -1
+        return unique[self._found(streak, lead)]
+
+    @staticmethod
+    def _margins(loss: F32, reported: F32 | None) -> F32:
+        """Each visit's margin: the reported one, else the log-odds of the given label."""
+        if reported is None:
+            return _log_odds(loss)
+        missing = np.isnan(reported)
+        if not missing.any():
+            return reported
+        return np.where(missing, _log_odds(loss), reported)
+
+    def _found(
+        self, streak: npt.NDArray[np.uint8], doubted: npt.NDArray[np.uint8]
+    ) -> npt.NDArray[np.bool_]:
+        found = np.zeros(len(streak), dtype=bool)
+        if self.streak is not None:
+            found |= streak >= self.streak
+        if self.doubt_lead is not None:
+            found |= doubted >= self.doubt_lead
+        return found
 
     def on_evidence(self, ids: I64) -> npt.NDArray[np.bool_]:
         """Whether each sample's coverage visits say "probably mislabeled" now."""
-        found = np.zeros(len(ids), dtype=bool)
-        if self.streak is not None:
-            found |= self.wrong[ids] >= self.streak
-        if self.doubt_lead is not None:
-            found |= self.doubted[ids] >= self.doubt_lead
-        return found
+        return self._found(self.wrong[ids], self.doubted[ids])
 
     def forget(self, ids: I64) -> None:
         """Starts the evidence of ``ids`` again (a person decided about them)."""
@@ -265,11 +310,12 @@ class CoverageEvidence:
         )
         self.reference = float(np.asarray(arrays["margin_reference"])[0])
         self.seen = np.asarray(arrays["coverage_seen"]).astype(bool)
-        self.loss_sum = np.asarray(arrays["coverage_loss_sum"]).astype(np.float32)
-        self.epochs = np.asarray(arrays["coverage_epochs"]).astype(np.uint16)
-        self.wrong = np.asarray(arrays["wrong_streak"]).astype(np.uint8)
+        self.records = np.zeros(len(self.seen), dtype=_RECORD)
+        self.records["loss_sum"] = np.asarray(arrays["coverage_loss_sum"])
+        self.records["epochs"] = np.asarray(arrays["coverage_epochs"])
+        self.records["wrong"] = np.asarray(arrays["wrong_streak"])
         doubted = arrays.get("doubt_tally")  # absent from checkpoints before version 3
-        self.doubted = (
-            np.zeros_like(self.wrong) if doubted is None else np.asarray(doubted).astype(np.uint8)
-        )
+        if doubted is not None:
+            self.records["doubted"] = np.asarray(doubted)
         self.since = np.asarray(arrays["wrong_since"]).astype(np.int32)
+        self.since[self.doubted == 0] = -1  # no lead, no start (older checkpoints: their streak's)

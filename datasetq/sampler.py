@@ -661,9 +661,11 @@ class HeapqSampler(Sampler[int]):
         gone = (self._state[drawn] & _EVICTED) != 0
         if self.max_visits is not None:  # a plan may repeat a sample within one chunk
             gone |= self._epoch_visits[drawn] + _occurrence(drawn) >= self.max_visits
+        if not gone.any():
+            self._register(drawn, repeated=True)
+            return drawn
         self._register(drawn[~gone], repeated=True)
-        if gone.any():
-            drawn[gone] = self._draw_base(int(gone.sum()))
+        drawn[gone] = self._draw_base(int(gone.sum()))
         return drawn
 
     def _next_chunk(self) -> None:
@@ -795,10 +797,16 @@ class HeapqSampler(Sampler[int]):
         if not len(ids):
             return
         if repeated:
-            ids, counts = np.unique(ids, return_counts=True)
-            self._visits[ids] += counts.astype(np.int32)
-            total = self._epoch_visits[ids].astype(np.int64) + counts
-            self._epoch_visits[ids] = np.minimum(total, _UINT16_MAX).astype(np.uint16)
+            # Unbuffered adds count every repeat; they cannot pass the uint16 maximum while
+            # an epoch has fewer draws, or these samples have room for all of these draws.
+            np.add.at(self._visits, ids, np.int32(1))
+            room = _UINT16_MAX - len(ids)
+            if self._total < _UINT16_MAX or int(self._epoch_visits[ids].max()) < room:
+                np.add.at(self._epoch_visits, ids, np.uint16(1))
+            else:
+                distinct, counts = np.unique(ids, return_counts=True)
+                total = self._epoch_visits[distinct].astype(np.int64) + counts
+                self._epoch_visits[distinct] = np.minimum(total, _UINT16_MAX).astype(np.uint16)
         elif self._total < _UINT16_MAX:  # fewer draws per epoch than uint16 holds
             self._visits[ids] += 1
             self._epoch_visits[ids] += 1
@@ -808,6 +816,8 @@ class HeapqSampler(Sampler[int]):
         self._state[ids] |= _WAITING
         if self.max_visits is not None:
             over = ids[self._epoch_visits[ids] >= self.max_visits]
+            if repeated and len(over):
+                over = np.unique(over)
             self._mark_evicted(over[(self._state[over] & _EVICTED) == 0])
 
     def _mark_evicted(self, ids: I64) -> None:
