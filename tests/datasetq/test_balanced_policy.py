@@ -339,10 +339,57 @@ def test_a_version_2_checkpoint_loads_without_doubts():
     resumed = HeapqSampler(range(N), seed=0, prune=0.0)
     resumed.load_state_dict(old)
     assert (resumed._coverage.doubted == 0).all()
+    assert (resumed._coverage.since == -1).all()  # no lead, so no epoch it began in
     epoch_of(resumed, *_weakly_doubted(True))  # its doubts count again from here
     assert len(resumed.evicted) == 0
+    assert (resumed._coverage.since[HARD] == 3).all()
     full = HeapqSampler(range(N), seed=0, prune=0.0)
     full.load_state_dict(state)
     for epoch in (3, 4, 5):  # the doubts of epochs 1 and 2 were carried
         epoch_of(full, *_weakly_doubted(True))
         assert len(full.evicted) == (len(HARD) if epoch == 5 else 0), epoch
+
+
+def test_draw_counts_include_every_repeat_of_a_sample_within_a_chunk():
+    """More draws than samples: the plan repeats samples, often within one chunk."""
+    sampler = HeapqSampler(range(N), seed=0, num_samples=5 * N, chunk_size=512)
+    epoch_of(sampler, noisy_loss)
+    visits_before = sampler.visits.copy()
+    drawn = epoch_of(sampler, noisy_loss)
+    per_sample = np.bincount(drawn, minlength=N)
+    assert per_sample.max() > 1
+    assert (sampler.epoch_visits == per_sample).all()
+    assert (sampler.visits - visits_before == per_sample).all()
+
+
+def test_draws_in_an_epoch_beyond_the_uint16_range_saturate_the_epoch_count_only():
+    sampler = HeapqSampler(range(3), seed=0, num_samples=3 * 70_000, chunk_size=1 << 15)
+    epoch_of(sampler, noisy_loss, batch=1 << 15)  # warm-up: 70,000 draws of each
+    drawn = epoch_of(sampler, noisy_loss, batch=1 << 15)
+    per_sample = np.bincount(drawn, minlength=3)
+    assert per_sample.max() > np.iinfo(np.uint16).max
+    assert (sampler.epoch_visits == np.minimum(per_sample, np.iinfo(np.uint16).max)).all()
+    assert (sampler.visits == 70_000 + per_sample).all()
+
+
+def test_max_visits_evicts_a_sample_repeated_within_a_chunk_once():
+    sampler = HeapqSampler(range(N), seed=0, num_samples=2 * N, max_visits=3, evidence=None)
+    epoch_of(sampler, noisy_loss)
+    drawn = epoch_of(sampler, noisy_loss)
+    evicted, _ = sampler.evictions  # one record per eviction
+    assert len(evicted)
+    assert len(np.unique(evicted)) == len(evicted)
+    assert (np.bincount(drawn, minlength=N)[evicted] >= 3).all()
+
+
+@pytest.mark.parametrize("n", [1, 5000, 2**40, 2**61])
+def test_first_reports_finds_each_ids_first_position(n):
+    from datasetq._balanced import first_reports
+
+    rng = np.random.default_rng(n % 1000)
+    for count in (1, 2, 7, 300, 4096):
+        ids = rng.integers(0, n, count, dtype=np.int64)
+        unique, first = first_reports(ids, n)
+        expected_unique, expected_first = np.unique(ids, return_index=True)
+        assert unique.tolist() == expected_unique.tolist()
+        assert first.tolist() == expected_first.tolist()
