@@ -1,22 +1,25 @@
 """Shared by the MNIST study and the label-noise detection study: one training run with the
 scores a single datasetq run records, measured after every epoch, and a result cache.
 
-A run is keyed by its configuration and by a hash of the code that trains it (the sampler,
-its helpers, the training loop and the models: :data:`CODE_FILES`); its figures are cached in
-``docs/study/runs*.json`` (and cleanlab's in ``cleanlab*.json``), so the studies share runs, a
-rerun only trains what is missing, and a change to that code retrains instead of reporting
-stale figures.
+A run is keyed by its configuration, by a hash of the code that trains it (the sampler,
+its helpers, the training loop and the models: :data:`CODE_FILES`) and by the machine that ran
+it (:func:`machine`: the same code trains to other figures on a CPU whose kernels differ); its
+figures are cached in ``docs/study/runs*.json`` (and cleanlab's in ``cleanlab*.json``), so the
+studies share runs, a rerun only trains what is missing, and a change to that code or a move to
+another kind of machine retrains instead of reporting stale or mixed figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
+import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,36 @@ def code_revision(files: list[Path] | None = None) -> str:
     return digest.hexdigest()[:12]
 
 
+# CPU features that decide which floating-point kernels PyTorch and NumPy run.
+_KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+@functools.cache
+def machine_description() -> str:
+    """The processor, its kernel-relevant features and the numeric libraries' versions."""
+    model, flags = platform.processor() or platform.machine(), set[str]()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name":
+                model = value.strip()
+            elif name.strip() == "flags":
+                flags = set(value.split())
+    features = [flag for flag in _KERNEL_FLAGS if flag in flags]
+    return (
+        f"{model} ({platform.machine()}; {' '.join(features) or 'no vector flags read'}; "
+        f"torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()}, "
+        f"numpy {np.__version__})"
+    )
+
+
+@functools.cache
+def machine() -> str:
+    """A short hash of :func:`machine_description`: cached runs are keyed by it."""
+    return hashlib.sha256(machine_description().encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class RunKey:
     config: str
@@ -84,11 +117,13 @@ class RunKey:
     train_size: int = 8000
     noise_kind: str = "symmetric"
     code: str = ""
+    machine: str = field(default_factory=machine)
 
     def name(self) -> str:
         return (
             f"{self.config}|noise={self.noise}|kind={self.noise_kind}|seed={self.seed}"
             f"|epochs={self.epochs}|model={self.model}|train={self.train_size}|code={self.code}"
+            f"|machine={self.machine}"
         )
 
 
@@ -263,7 +298,12 @@ def train_run(key: RunKey) -> dict[str, Any]:
         splits=splits,
         sampler_factory=timed_sampler,
     )
-    return {"key": asdict(key), "seconds": time.perf_counter() - start, "epochs": epochs}
+    return {
+        "key": asdict(key),
+        "machine": machine_description(),
+        "seconds": time.perf_counter() - start,
+        "epochs": epochs,
+    }
 
 
 class ResultCache:

@@ -36,6 +36,7 @@ from study_common import (
     cached_run,
     code_revision,
     detection_figures,
+    machine,
     parse_shard,
     save_figure,
 )
@@ -136,7 +137,7 @@ def cross_validated(
 
     name = (
         f"noise={noise}|kind={noise_kind}|seed={seed}|epochs={epochs}|model={model}"
-        f"|code={code_revision(TRAINING_FILES)}"
+        f"|code={code_revision(TRAINING_FILES)}|machine={machine()}"
     )
     return cache.get(name, compute)
 

@@ -5,7 +5,8 @@ the embedded MNIST digits (8,000 / 2,000 split per seed); configurations from
 ``study_common.CONFIGS`` (random order, the original greedy, greedy with ``max_visits=10``, the
 balanced default and the candidates tried); 3 seeds; a 2,000-sample training set for the
 eviction check; cleanlab on 5-fold out-of-fold probabilities as the detection reference.
-Runs are cached per configuration and code revision (``study_common.code_revision``).
+Runs are cached per configuration, code revision (``study_common.code_revision``) and machine
+(``study_common.machine``).
 
     .venv/bin/pip install -e '.[study]'
     .venv/bin/python benchmarks/studies/study_sampling.py --shard 0/2 &   # on 2 cores, then
@@ -27,6 +28,8 @@ from study_common import (
     RunKey,
     cached_run,
     code_revision,
+    machine,
+    machine_description,
     parse_shard,
 )
 from study_detection import cross_validated
@@ -88,7 +91,10 @@ def report(
     small: dict[tuple[str, float], dict[str, dict[str, Any]]],
     epochs: int,
 ) -> None:
-    print(f"\ncode revision {code_revision()}, {epochs} epochs, 3-seed means\n")
+    print(
+        f"\ncode revision {code_revision()}, machine {machine()}: {machine_description()};"
+        f" {epochs} epochs, 3-seed means\n"
+    )
     print(
         "| noise | configuration | final acc | best acc | epochs to random's final |"
         " suspicion AUROC | random-order mean-loss AUROC | evicted | precision / recall |"
