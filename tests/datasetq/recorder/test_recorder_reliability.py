@@ -229,12 +229,13 @@ def hold_lock(url: str, seconds: float, ready: threading.Event) -> None:
     engine.dispose()
 
 
-def test_store_unavailable_training_finishes_and_everything_arrives(store_url):
+def test_store_unavailable_training_finishes_and_everything_arrives(store_url, tmp_path):
     dataset = TinyDataset(400)
     recorder = Recorder(
         store_url,
         run="outage",
         dataset=dataset,
+        spill_dir=tmp_path / "spill",  # PostgreSQL's default is the working directory
         record_visits=True,
         flush_interval=0.05,
         lock_timeout=0.2,
