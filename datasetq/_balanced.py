@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,8 +22,6 @@ F32 = npt.NDArray[np.float32]
 
 # Cross-entropy above ln 2 means the given label has probability below one half.
 WRONG_LOSS = math.log(2.0)
-_STREAK_MAX = np.iinfo(np.uint8).max
-_EPOCHS_MAX = np.iinfo(np.uint16).max
 # Accepted margins are counted in log-spaced bins read off their float32 bits (exponent and the
 # top 5 mantissa bits: 32 bins per octave), from 2**-10 to 2**10: a shift instead of a search.
 _BIN_SHIFT = 18
@@ -113,6 +112,13 @@ def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) 
     keys.reshape(-1, cap)[...] /= weights[candidates, None]  # key c * cap + k: copy k of c
     taken = np.argpartition(keys, draws - 1)[:draws]
     return candidates[taken // cap]
+
+
+def _count_up(counts: npt.NDArray[np.unsignedinteger[Any]]) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """Adds one to each count in place, saturating at its dtype's maximum; returns it."""
+    np.minimum(counts, np.iinfo(counts.dtype).max - 1, out=counts)
+    counts += 1
+    return counts
 
 
 def first_reports(ids: I64, n: int) -> tuple[I64, I64]:
@@ -232,32 +238,31 @@ class CoverageEvidence:
         coverage_loss = loss[first]
         records = self.records[unique]  # a copy, written back whole below
         records["loss_sum"] += coverage_loss
-        epochs = records["epochs"]
-        np.minimum(epochs, _EPOCHS_MAX - 1, out=epochs)
-        epochs += 1
+        _count_up(records["epochs"])
         given = self._margins(coverage_loss, None if margin is None else margin[first])
         self.accepted += np.bincount(_margin_bins(given[given > 0]), minlength=_BIN_COUNT)
-        if not judged:
-            self.records[unique] = records
-            return unique[:0]
+        found = self._judge(records, unique, given, epoch) if judged else unique[:0]
+        self.records[unique] = records
+        return found
+
+    def _judge(self, records: npt.NDArray[np.void], ids: I64, given: F32, epoch: int) -> I64:
+        """Counts the visits' rejections and doubts into ``records`` (the rows of ``ids``);
+        returns the ids that became suspicious."""
         doubt = given < 0
         wrong = given < -self.scale * self.reference if self.scale else doubt
         streak = records["wrong"]
-        np.minimum(streak, _STREAK_MAX - 1, out=streak)
-        streak += 1
+        _count_up(streak)
         streak *= wrong  # in a row: a visit that does not reject clears it
         lead = records["doubted"]
         before = lead.copy()
+        raised = _count_up(before.copy())
         np.maximum(lead, 1, out=lead)
         lead -= 1  # an accepting visit lowers the lead by one
-        raised = np.minimum(before, _STREAK_MAX - 1)
-        raised += 1
         np.copyto(lead, raised, where=doubt)
-        self.records[unique] = records
-        self.since[unique[doubt & (before == 0)]] = epoch
+        self.since[ids[doubt & (before == 0)]] = epoch
         # A lead of 0 has no start: only a lead that ended at this visit has one to clear.
-        self.since[unique[(before == 1) & ~doubt]] = -1
-        return unique[self._found(streak, lead)]
+        self.since[ids[(before == 1) & ~doubt]] = -1
+        return ids[self._found(streak, lead)]
 
     @staticmethod
     def _margins(loss: F32, reported: F32 | None) -> F32:

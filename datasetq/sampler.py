@@ -661,11 +661,11 @@ class HeapqSampler(Sampler[int]):
         gone = (self._state[drawn] & _EVICTED) != 0
         if self.max_visits is not None:  # a plan may repeat a sample within one chunk
             gone |= self._epoch_visits[drawn] + _occurrence(drawn) >= self.max_visits
-        if not gone.any():
+        if gone.any():
+            self._register(drawn[~gone], repeated=True)
+            drawn[gone] = self._draw_base(int(gone.sum()))
+        else:
             self._register(drawn, repeated=True)
-            return drawn
-        self._register(drawn[~gone], repeated=True)
-        drawn[gone] = self._draw_base(int(gone.sum()))
         return drawn
 
     def _next_chunk(self) -> None:
@@ -792,27 +792,19 @@ class HeapqSampler(Sampler[int]):
         return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
     def _register(self, ids: I64, repeated: bool = False) -> None:
-        """Counts draws (of distinct ids unless ``repeated``); evicts those that reach
-        ``max_visits``."""
+        """Counts draws (an id may occur more than once when ``repeated``); evicts, once each,
+        the samples that reach ``max_visits``."""
         if not len(ids):
             return
-        if repeated:
-            # Unbuffered adds count every repeat; they cannot pass the uint16 maximum while
-            # an epoch has fewer draws, or these samples have room for all of these draws.
-            np.add.at(self._visits, ids, np.int32(1))
-            room = _UINT16_MAX - len(ids)
-            if self._total < _UINT16_MAX or int(self._epoch_visits[ids].max()) < room:
-                np.add.at(self._epoch_visits, ids, np.uint16(1))
-            else:
-                distinct, counts = np.unique(ids, return_counts=True)
-                total = self._epoch_visits[distinct].astype(np.int64) + counts
-                self._epoch_visits[distinct] = np.minimum(total, _UINT16_MAX).astype(np.uint16)
-        elif self._total < _UINT16_MAX:  # fewer draws per epoch than uint16 holds
-            self._visits[ids] += 1
-            self._epoch_visits[ids] += 1
-        else:
-            self._visits[ids] += 1
-            self._epoch_visits[ids] = np.minimum(self._epoch_visits[ids], _UINT16_MAX - 1) + 1
+        # Unbuffered adds count every repeat; they cannot pass the uint16 maximum while an
+        # epoch has fewer draws, or these samples have room for all of these draws.
+        np.add.at(self._visits, ids, np.int32(1))
+        if self._total < _UINT16_MAX or int(self._epoch_visits[ids].max()) < _UINT16_MAX - len(ids):
+            np.add.at(self._epoch_visits, ids, np.uint16(1))
+        else:  # saturate instead
+            distinct, counts = np.unique(ids, return_counts=True)
+            total = self._epoch_visits[distinct].astype(np.int64) + counts
+            self._epoch_visits[distinct] = np.minimum(total, _UINT16_MAX).astype(np.uint16)
         self._state[ids] |= _WAITING
         if self.max_visits is not None:
             over = ids[self._epoch_visits[ids] >= self.max_visits]

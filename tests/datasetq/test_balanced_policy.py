@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from datasetq import HeapqSampler
+from datasetq._balanced import first_reports
 
 N = 200
 HARD = np.arange(20)  # ids whose given label the "model" rejects (mislabeled)
@@ -384,8 +385,6 @@ def test_max_visits_evicts_a_sample_repeated_within_a_chunk_once():
 
 @pytest.mark.parametrize("n", [1, 5000, 2**40, 2**61])
 def test_first_reports_finds_each_ids_first_position(n):
-    from datasetq._balanced import first_reports
-
     rng = np.random.default_rng(n % 1000)
     for count in (1, 2, 7, 300, 4096):
         ids = rng.integers(0, n, count, dtype=np.int64)
