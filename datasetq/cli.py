@@ -34,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-visits", type=int, default=None, help="evict a sample drawn this often in an epoch"
     )
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--db", default="sqlite:///datasetq.db", help="where the run is recorded")
+    demo.add_argument(
+        "--db", type=database_url, default="sqlite:///datasetq.db", help="where the run is recorded"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument(
@@ -43,9 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     db = commands.add_parser("db", help="manage the store's schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="create or migrate a database")
-    upgrade.add_argument("--db", required=True, help="database URL, e.g. sqlite:///datasetq.db")
+    upgrade.add_argument(
+        "--db", type=database_url, required=True, help="database URL, e.g. sqlite:///datasetq.db"
+    )
     serve = commands.add_parser("serve", help="serve the dashboard and the API")
-    serve.add_argument("--db", default=None, help="database URL (DATASETQ_DB)")
+    serve.add_argument("--db", type=database_url, default=None, help="database URL (DATASETQ_DB)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
@@ -57,9 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "DATASETQ_DATA_ROOTS",
     )
     runs = commands.add_parser("runs", help="list the runs of a database")
-    runs.add_argument("--db", required=True, help="database URL, e.g. sqlite:///datasetq.db")
+    runs.add_argument(
+        "--db", type=database_url, required=True, help="database URL, e.g. sqlite:///datasetq.db"
+    )
     export = commands.add_parser("export", help="write a run's cleaned manifest")
-    export.add_argument("--db", required=True, help="database URL, e.g. sqlite:///datasetq.db")
+    export.add_argument(
+        "--db", type=database_url, required=True, help="database URL, e.g. sqlite:///datasetq.db"
+    )
     export.add_argument("--run", required=True, help="the run's name or id")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     export.add_argument(
@@ -99,6 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "db":
         return run_db_upgrade(args.db)
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def database_url(text: str) -> str:
+    """``--db``'s value, refused with a usage error (not a traceback) unless it is a URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(text)
+    except ArgumentError:
+        raise argparse.ArgumentTypeError(
+            f"should be a database URL such as sqlite:///datasetq.db (a file: sqlite:///"
+            f"{Path(text).as_posix()}), but got {text!r}"
+        ) from None
+    return text
 
 
 def _version() -> str:

@@ -43,3 +43,16 @@ def test_cli_runs_and_version(fresh_url, capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith("datasetq ")
+
+
+@pytest.mark.parametrize("command", [["runs"], ["export", "--run", "1"], ["db", "upgrade"]])
+def test_a_db_that_is_not_a_url_is_a_usage_error_naming_the_fix(command, tmp_path, capsys):
+    path = tmp_path / "store.db"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--db", str(path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--db" in error
+    assert f"sqlite:///{path.as_posix()}" in error
+    assert "Traceback" not in error
+    assert not path.exists()
