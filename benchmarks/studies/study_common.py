@@ -84,7 +84,8 @@ _KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", 
 @functools.cache
 def machine_description() -> str:
     """The processor, its kernel-relevant features and the numeric libraries' versions."""
-    model, flags = platform.processor() or platform.machine(), set[str]()
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
