@@ -28,7 +28,12 @@ _BIN_SHIFT = 18
 _BIN_LOW = int(np.float32(2.0**-10).view(np.int32)) >> _BIN_SHIFT
 _BIN_COUNT = (int(np.float32(2.0**10).view(np.int32)) >> _BIN_SHIFT) - _BIN_LOW + 1
 _RECORD = np.dtype(
-    [("loss_sum", np.float32), ("epochs", np.uint16), ("wrong", np.uint8), ("doubted", np.uint8)]
+    [
+        ("loss_sum", np.float32),
+        ("epochs", np.uint16),
+        ("wrong", np.uint8),
+        ("doubted", np.uint8),
+    ]
 )
 
 
@@ -57,8 +62,9 @@ def plan_epoch(
     rng: np.random.Generator,
     prune: float,
     max_extra: int,
-) -> I64:
-    """The ``total`` draws of one balanced epoch, in a random order.
+) -> tuple[I64, int]:
+    """The ``total`` draws of one balanced epoch, in a random order, and the most times one
+    sample may occur among them.
 
     Args:
         live: ids that may be drawn (not evicted), ascending.
@@ -71,7 +77,7 @@ def plan_epoch(
         max_extra: extra draws one sample may get in an epoch.
     """
     if not len(live):
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=np.int64), 0
     scored = ~np.isnan(loss)
     if scored.all():
         easy = loss < loss.mean()
@@ -83,7 +89,7 @@ def plan_epoch(
     kept: I64 = live[~pruned]
     if len(kept) >= total:
         rng.shuffle(kept)
-        return kept[:total]
+        return kept[:total], 1
     weights = np.where(scored & ~suspect, loss, np.float32(0.0))
     extras = live[_capped_draws(total - len(kept), weights, max_extra, rng)]
     missing = total - len(kept) - len(extras)
@@ -91,27 +97,65 @@ def plan_epoch(
         extras = np.concatenate([extras, rng.choice(live, missing)])
     planned = np.concatenate([kept, extras])
     rng.shuffle(planned)
-    return planned
+    return planned, 1 + max_extra + missing
 
 
 def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) -> I64:
     """Positions drawn in proportion to ``weights``, each at most ``cap`` times (fewer draws
     if the positive weights run out).
 
-    Each position takes part as ``cap`` copies, and ``draws`` copies are taken without
-    replacement in proportion to their weight (exponential keys: the ``draws`` smallest
-    ``E / w``), in a few array operations over the candidates alone, however many draws the
-    cap turns away.
+    Each position's expected count is ``min(cap, rate * weight)``, with the one ``rate`` that
+    makes them sum to ``draws``; systematic sampling (one uniform offset on the running sum of
+    expected counts) rounds each to the integer below or above it and takes exactly ``draws``:
+    proportional to the weights as the cap allows, with one random number instead of a random
+    key per copy and a selection among them.
     """
     candidates = np.flatnonzero(weights > 0)
     if draws >= len(candidates) * cap:
         return np.repeat(candidates, cap)
     if not draws:
         return candidates[:0]
-    keys = rng.standard_exponential(len(candidates) * cap, dtype=np.float32)
-    keys.reshape(-1, cap)[...] /= weights[candidates, None]  # key c * cap + k: copy k of c
-    taken = np.argpartition(keys, draws - 1)[:draws]
-    return candidates[taken // cap]
+    weight = weights[candidates].astype(np.float64)
+    expected = _capped_shares(weight, draws, cap)
+    running = np.cumsum(expected, out=expected)
+    running += rng.random()
+    ends = running.astype(np.int64)  # floor: the values are positive
+    # Rounding in the running sum must neither add a draw nor take one back.
+    np.minimum(ends, draws, out=ends)
+    ends[-1] = draws
+    counts = np.empty_like(ends)
+    counts[0] = ends[0]
+    np.subtract(ends[1:], ends[:-1], out=counts[1:])
+    return np.repeat(candidates, np.minimum(counts, cap, out=counts))
+
+
+def _capped_shares(
+    weight: npt.NDArray[np.float64], draws: int, cap: int, passes: int = 32
+) -> npt.NDArray[np.float64]:
+    """``min(cap, rate * weight)`` with the ``rate`` that makes the shares sum to ``draws``
+    (requires ``0 < draws < cap * len(weight)`` and positive weights).
+
+    The capped set only grows as the rate is solved again without it, so a few passes find it;
+    a sort settles the rare distribution that needs many.
+    """
+    capped = np.zeros(len(weight), dtype=bool)
+    capped_count = 0
+    for _ in range(passes):
+        free = weight[~capped] if capped_count else weight
+        rate = (draws - cap * capped_count) / float(free.sum())
+        now_capped = weight * rate >= cap
+        now_count = int(now_capped.sum())
+        if now_count == capped_count:
+            return np.minimum(weight * rate, float(cap))
+        capped, capped_count = now_capped, now_count
+    # Exact: with the k largest weights capped, the rest share what is left.
+    descending = np.sort(weight)[::-1]
+    rest = np.cumsum(descending[::-1])[::-1]  # rest[k]: sum of all but the k largest
+    k = np.arange(len(weight))
+    rates = (draws - cap * k) / rest
+    fits = descending * rates < cap  # the (k+1)-th largest stays under the cap at rate k
+    rate = float(rates[int(np.argmax(fits))])
+    return np.minimum(weight * rate, float(cap))
 
 
 def _count_up(counts: npt.NDArray[np.unsignedinteger[Any]]) -> npt.NDArray[np.unsignedinteger[Any]]:
@@ -180,7 +224,8 @@ class CoverageEvidence:
         # 13 bytes per sample: ImageNet-sized datasets and larger keep this small.
         self.seen = np.zeros(n, dtype=bool)  # had its coverage visit in the current epoch
         # What every coverage visit reads and writes sits in one 8-byte record per sample: a
-        # chunk's visits then touch one cache line per sample instead of one per statistic.
+        # chunk's visits then touch one cache line per sample instead of one per statistic (and
+        # 8 bytes take NumPy's fast path for gathers and scatters).
         self.records = np.zeros(n, dtype=_RECORD)
         self.since = np.full(n, -1, dtype=np.int32)  # epoch the doubt lead began
 
@@ -259,9 +304,11 @@ class CoverageEvidence:
         np.maximum(lead, 1, out=lead)
         lead -= 1  # an accepting visit lowers the lead by one
         np.copyto(lead, raised, where=doubt)
-        self.since[ids[doubt & (before == 0)]] = epoch
-        # A lead of 0 has no start: only a lead that ended at this visit has one to clear.
-        self.since[ids[(before == 1) & ~doubt]] = -1
+        # A lead starts at a doubting visit after none; a lead of 0 has no start, so only a
+        # lead that ended at this visit has one to clear. One scatter for both.
+        changed = np.where(doubt, before == 0, before == 1)
+        if changed.any():
+            self.since[ids[changed]] = np.where(doubt[changed], np.int32(epoch), np.int32(-1))
         return ids[self._found(streak, lead)]
 
     @staticmethod

@@ -128,8 +128,9 @@ class HeapqSampler(Sampler[int]):
             world size, or 1.
         rank (int, optional): this process's rank. Default: from the default process group, or 0.
         chunk_size (int, optional): draws (per rank) served per refresh of the priority order;
-            an update reaches the order within this many draws. Default: between 64 and 4096,
-            about ``len(data_source) / 16``.
+            an update reaches the order within this many draws. Default: about
+            ``len(data_source) / 16``, between 64 and 16384 (4096 for ``policy="greedy"``,
+            whose order is ranked again at every chunk).
         key (str): the metric that sets priority. Default: ``"loss"``.
         recorder (SamplerListener, optional): receives epochs, updates and evictions, for
             example a :class:`datasetq.Recorder`.
@@ -302,11 +303,18 @@ class HeapqSampler(Sampler[int]):
         self.num_samples = n if num_samples is None else num_samples
         self._per_rank = math.ceil(self.num_samples / num_replicas)
         self._total = self._per_rank * num_replicas
-        self.chunk_size = chunk_size if chunk_size is not None else min(4096, max(64, n // 16))
+        if chunk_size is None:
+            # A balanced epoch is planned ahead, so its chunks only batch the bookkeeping: larger
+            # ones cost less per draw. Greedy re-ranks per chunk, so smaller ones stay fresher.
+            chunk_size = min(16384 if self.policy == "balanced" else 4096, max(64, n // 16))
+        self.chunk_size = chunk_size
 
         self._loss = np.full(n, np.nan, dtype=np.float32)
         self._visits = np.zeros(n, dtype=np.int32)
         self._epoch_visits = np.zeros(n, dtype=np.uint16)
+        # An upper bound on this epoch's visits of any one sample: while it stays below the
+        # uint16 maximum, counting needs no check for overflow.
+        self._epoch_visits_bound = 0
         self._state = np.zeros(n, dtype=np.uint8)
         self._metrics: dict[str, npt.NDArray[np.float32]] = {}
         self._evicted_ids: I64 = np.empty(0, dtype=np.int64)
@@ -624,12 +632,16 @@ class HeapqSampler(Sampler[int]):
         self._reset_epoch(epoch)
         self._base.forget_before(epoch)
         self._epoch_visits[:] = 0
+        self._epoch_visits_bound = 0
         self._coverage.new_epoch()
         waiting = np.flatnonzero(self._state & _WAITING)
         self._state[waiting] &= ~_WAITING
         if self.policy == "balanced":
-            planned = self._plan_epoch(epoch) if epoch >= self.start_at else self._plan[:0]
+            planned, most = (
+                self._plan_epoch(epoch) if epoch >= self.start_at else (self._plan[:0], 0)
+            )
             self._plan = planned.astype(self._plan_dtype, copy=False)
+            self._epoch_visits_bound = most  # planned draws count against it here, once
         elif epoch >= self.start_at:
             # Out-of-date entries are skipped when popped; rebuilding to drop them costs a full
             # sort, worth it once they outnumber the samples (steps= makes it stale each chunk).
@@ -639,7 +651,7 @@ class HeapqSampler(Sampler[int]):
                 self._build_queue()
         self._cursor.maybe_unscored = bool(np.any((self._state & (_SCORED | _NOT_IN_POOL)) == 0))
 
-    def _plan_epoch(self, epoch: int) -> I64:
+    def _plan_epoch(self, epoch: int) -> tuple[I64, int]:
         live = np.flatnonzero((self._state & _EVICTED) == 0)
         if not len(live):
             raise AllSamplesEvictedError(
@@ -796,10 +808,18 @@ class HeapqSampler(Sampler[int]):
         the samples that reach ``max_visits``."""
         if not len(ids):
             return
-        # Unbuffered adds count every repeat; they cannot pass the uint16 maximum while an
-        # epoch has fewer draws, or these samples have room for all of these draws.
+        # Unbuffered adds count every repeat. They cannot pass the uint16 maximum while the
+        # epoch's bound stays below it (a call's ids are distinct unless ``repeated``, and
+        # repeated draws come from the plan, whose most repeated sample the bound holds), or
+        # when these samples have room for all of these draws.
         np.add.at(self._visits, ids, np.int32(1))
-        if self._total < _UINT16_MAX or int(self._epoch_visits[ids].max()) < _UINT16_MAX - len(ids):
+        if not repeated:
+            self._epoch_visits_bound += 1
+        if (
+            self._total < _UINT16_MAX
+            or self._epoch_visits_bound < _UINT16_MAX
+            or int(self._epoch_visits[ids].max()) < _UINT16_MAX - len(ids)
+        ):
             np.add.at(self._epoch_visits, ids, np.uint16(1))
         else:  # saturate instead
             distinct, counts = np.unique(ids, return_counts=True)
@@ -938,6 +958,7 @@ class HeapqSampler(Sampler[int]):
         self._loss = loaded["loss"]
         self._visits = loaded["visits"]
         self._epoch_visits = loaded["epoch_visits"].astype(np.uint16)
+        self._epoch_visits_bound = _UINT16_MAX  # unknown for the rest of this epoch: check
         self._state = loaded["state"]
         self._metrics = {
             k: np.asarray(v).astype(np.float32) for k, v in state_dict["metrics"].items()
