@@ -300,15 +300,17 @@ class CoverageEvidence:
         streak *= wrong  # in a row: a visit that does not reject clears it
         lead = records["doubted"]
         before = lead.copy()
-        raised = _count_up(before.copy())
-        np.maximum(lead, 1, out=lead)
-        lead -= 1  # an accepting visit lowers the lead by one
-        np.copyto(lead, raised, where=doubt)
-        # A lead starts at a doubting visit after none; a lead of 0 has no start, so only a
-        # lead that ended at this visit has one to clear. One scatter for both.
-        changed = np.where(doubt, before == 0, before == 1)
+        lowered = np.maximum(before, 1)
+        lowered -= 1  # an accepting visit lowers the lead by one
+        lead[...] = np.where(doubt, _count_up(before.copy()), lowered)
+        # A lead starts at a doubting visit after none (0 -> 1); a lead of 0 has no start, so
+        # only a lead that ended at this visit (1 -> 0) has one to clear: one scatter for both.
+        changed = before == (~doubt).view(np.uint8)
         if changed.any():
-            self.since[ids[changed]] = np.where(doubt[changed], np.int32(epoch), np.int32(-1))
+            starts = doubt.astype(np.int32)
+            starts *= epoch + 1
+            starts -= 1  # the epoch where a lead starts, -1 where one ends
+            self.since[ids[changed]] = starts[changed]
         return ids[self._found(streak, lead)]
 
     @staticmethod

@@ -129,7 +129,7 @@ class HeapqSampler(Sampler[int]):
         rank (int, optional): this process's rank. Default: from the default process group, or 0.
         chunk_size (int, optional): draws (per rank) served per refresh of the priority order;
             an update reaches the order within this many draws. Default: about
-            ``len(data_source) / 16``, between 64 and 16384 (4096 for ``policy="greedy"``,
+            ``len(data_source) / 16``, between 64 and 65536 (4096 for ``policy="greedy"``,
             whose order is ranked again at every chunk).
         key (str): the metric that sets priority. Default: ``"loss"``.
         recorder (SamplerListener, optional): receives epochs, updates and evictions, for
@@ -306,7 +306,7 @@ class HeapqSampler(Sampler[int]):
         if chunk_size is None:
             # A balanced epoch is planned ahead, so its chunks only batch the bookkeeping: larger
             # ones cost less per draw. Greedy re-ranks per chunk, so smaller ones stay fresher.
-            chunk_size = min(16384 if self.policy == "balanced" else 4096, max(64, n // 16))
+            chunk_size = min(65536 if self.policy == "balanced" else 4096, max(64, n // 16))
         self.chunk_size = chunk_size
 
         self._loss = np.full(n, np.nan, dtype=np.float32)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datasetq import HeapqSampler
-from datasetq._balanced import first_reports
+from datasetq._balanced import _capped_draws, _capped_shares, first_reports
 
 N = 200
 HARD = np.arange(20)  # ids whose given label the "model" rejects (mislabeled)
@@ -392,3 +392,71 @@ def test_first_reports_finds_each_ids_first_position(n):
         expected_unique, expected_first = np.unique(ids, return_index=True)
         assert unique.tolist() == expected_unique.tolist()
         assert first.tolist() == expected_first.tolist()
+
+
+def test_extra_draws_follow_the_weights_up_to_the_cap_and_spend_every_draw():
+    rng = np.random.default_rng(0)
+    weights = rng.random(300).astype(np.float32)
+    weights[rng.random(300) < 0.2] = 0.0  # suspects and unscored: never an extra draw
+    weights[:5] = 40.0  # heavy enough to reach the cap
+    positive = np.flatnonzero(weights > 0)
+    draws, cap = 250, 3
+    expected = np.zeros(300)
+    expected[positive] = _capped_shares(weights[positive].astype(np.float64), draws, cap)
+    assert (expected[:5] == cap).all()
+    assert math.isclose(expected.sum(), draws)
+    total = np.zeros(300)
+    for _ in range(4000):
+        counts = np.bincount(_capped_draws(draws, weights, cap, rng), minlength=300)
+        assert counts.sum() == draws
+        assert counts.max() <= cap
+        assert (counts[weights == 0] == 0).all()
+        # Systematic sampling: each count is its expected count rounded down or up.
+        assert (np.abs(counts - expected) < 1).all()
+        total += counts
+    np.testing.assert_allclose(total / 4000, expected, atol=0.05)
+
+
+def test_extra_draws_stop_at_the_cap_of_every_candidate():
+    weights = np.array([0.0, 1.0, 2.0, 0.0, 5.0], dtype=np.float32)
+    drawn = _capped_draws(100, weights, 2, np.random.default_rng(0))
+    assert sorted(drawn.tolist()) == [1, 1, 2, 2, 4, 4]
+    assert len(_capped_draws(0, weights, 2, np.random.default_rng(0))) == 0
+
+
+@pytest.mark.parametrize("kind", ["geometric", "heavy-tailed", "equal"])
+def test_capped_shares_agree_with_the_exact_solution_by_sorting(kind):
+    """The passes and the sort (the way out when passes do not settle) give the same shares."""
+    rng = np.random.default_rng(len(kind))
+    for _ in range(50):
+        m = int(rng.integers(2, 400))
+        if kind == "geometric":  # weights spread over hundreds of octaves
+            weights = 2.0 ** -np.arange(m, dtype=np.float64)
+        elif kind == "heavy-tailed":
+            weights = rng.pareto(0.3, m) + 1e-6
+        else:
+            weights = np.ones(m)
+        cap = int(rng.integers(1, 5))
+        draws = int(rng.integers(1, cap * m))
+        by_passes = _capped_shares(weights, draws, cap)
+        by_sorting = _capped_shares(weights, draws, cap, passes=0)
+        np.testing.assert_allclose(by_passes, by_sorting, rtol=1e-9)
+        assert math.isclose(by_sorting.sum(), draws, rel_tol=1e-9)
+        assert by_sorting.max() <= cap * (1 + 1e-12)
+        # Uncapped shares stay proportional to their weights.
+        free = by_sorting < cap * (1 - 1e-9)
+        if free.sum() > 1:
+            ratio = by_sorting[free] / weights[free]
+            np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
+
+
+def test_epoch_visits_count_replacements_for_samples_evicted_mid_epoch():
+    """Planned draws of a sample evicted mid-epoch are replaced from the base order; the
+    epoch's counts (kept without an overflow check while they cannot pass uint16) stay exact."""
+    sampler = HeapqSampler(range(N), seed=0, num_samples=3 * N, chunk_size=64)
+    epoch_of(sampler, noisy_loss)
+    iterator = iter(sampler)
+    first = [next(iterator) for _ in range(64)]
+    sampler.evict(np.arange(N // 2))
+    drawn = np.array(first + list(iterator))
+    assert (sampler.epoch_visits == np.bincount(drawn, minlength=N)).all()
