@@ -9,6 +9,8 @@ used across ``fork()``: a child process (a DataLoader worker) drops its inherite
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 import weakref
 from typing import Any
 
@@ -81,7 +83,7 @@ def _configure_sqlite(engine: Engine, write: bool, busy_timeout_ms: int) -> None
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
@@ -89,6 +91,28 @@ def _configure_sqlite(engine: Engine, write: bool, busy_timeout_ms: int) -> None
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _use_wal(cursor: Any, timeout: float) -> None:
+    """Switches the database to WAL unless it is already.
+
+    SQLite answers a switch with "database is locked" at once, without its busy handler, when
+    another connection switches the same new database at that moment (every rank of a
+    distributed run opening one store): retried until ``timeout`` seconds have passed.
+    """
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
 
 
 def _dispose_in_forked_children(engine: Engine) -> None:
