@@ -5,6 +5,7 @@ losses (a tensor, as a training step would), and the priority sampler receives t
 ``update``. Prints seconds per epoch and the ratio priority / random.
 
 Run: .venv/bin/python benchmarks/bench_sampler.py [--sizes 60000 1281167] [--memory 10000000]
+     [--breakdown]
 """
 
 from __future__ import annotations
@@ -75,6 +76,36 @@ def measure(n: int, epochs: int, ids_as_tensor: bool = False, **options: object)
     )
 
 
+def breakdown(n: int, epochs: int) -> None:
+    """Where a default-policy epoch's time goes: the ``update`` calls, the epoch plan (timed
+    apart on the same state) and the rest (drawing chunks, applying updates, the evidence)."""
+    generator = torch.Generator().manual_seed(0)
+    sampler = HeapqSampler(range(n), shuffle=True, seed=0)
+    priority_epoch(sampler)  # warm-up
+    totals, updates, randoms, plans = [], [], [], []
+    for _ in range(epochs):
+        in_update = 0.0
+        start = time.perf_counter()
+        for batch in BatchSampler(sampler, BATCH, drop_last=False):
+            losses = torch.rand(len(batch))
+            before = time.perf_counter()
+            sampler.update(batch, {"loss": losses})
+            in_update += time.perf_counter() - before
+        totals.append(time.perf_counter() - start)
+        updates.append(in_update)
+        randoms.append(random_epoch(n, generator))
+        start = time.perf_counter()
+        sampler._plan_epoch(sampler.epoch + 1)  # the same work as the next epoch's plan
+        plans.append(time.perf_counter() - start)
+    total, update, plan = (statistics.median(t) * 1e3 for t in (totals, updates, plans))
+    random = statistics.median(randoms) * 1e3
+    print(
+        f"N={n:>9,} breakdown: priority epoch {total:.2f} ms = update calls {update:.2f} + "
+        f"plan {plan:.2f} + the rest {total - update - plan:.2f} ms; random epoch {random:.2f} ms "
+        f"(update calls alone are {update / random:.2f}x of it)"
+    )
+
+
 def memory(n: int) -> None:
     gc.collect()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -102,6 +133,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[60_000, 1_281_167])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--memory", type=int, default=10_000_000)
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also split the default policy's epoch"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     for n in args.sizes:
@@ -110,6 +144,8 @@ def main() -> None:
         measure(n, args.epochs, policy="greedy")
         measure(n, args.epochs, policy="greedy", max_visits=10)
         measure(n, args.epochs, steps=4)
+        if args.breakdown:
+            breakdown(n, args.epochs)
     if args.memory:
         memory(args.memory)
 

@@ -250,8 +250,11 @@ def one_run_detection(
     return figures
 
 
-def train_run(key: RunKey) -> dict[str, Any]:
-    """Trains one configuration and returns its per-epoch figures (and detection figures)."""
+def train_run(key: RunKey, tracker: ScoreTracker | None = None) -> dict[str, Any]:
+    """Trains one configuration and returns its per-epoch figures (and detection figures).
+
+    ``tracker`` (optional) receives every step's metrics in place of a new ScoreTracker.
+    """
     options = dict(CONFIGS[key.config] or {})
     losses_only = bool(options.pop("losses_only", False))
     config = TrainConfig(
@@ -269,7 +272,7 @@ def train_run(key: RunKey) -> dict[str, Any]:
     truth = np.zeros(len(train_set), dtype=bool)
     truth[flipped] = True
     labels = train_set.labels.numpy()
-    tracker = ScoreTracker(len(train_set))
+    tracker = tracker if tracker is not None else ScoreTracker(len(train_set))
     epochs: list[dict[str, Any]] = []
 
     def on_epoch(stats: Any, sampler: Any) -> None:
