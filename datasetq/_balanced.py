@@ -181,7 +181,8 @@ def first_reports(ids: I64, n: int) -> tuple[I64, I64]:
     starts = np.empty(count, dtype=bool)
     starts[:1] = True
     np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=starts[1:])
-    return sorted_ids[starts], packed[starts] & ((1 << shift) - 1)
+    firsts = packed.take(np.flatnonzero(starts))  # one gather instead of two masked copies
+    return firsts >> shift, firsts & ((1 << shift) - 1)
 
 
 class CoverageEvidence:
@@ -305,12 +306,12 @@ class CoverageEvidence:
         lead[...] = np.where(doubt, _count_up(before.copy()), lowered)
         # A lead starts at a doubting visit after none (0 -> 1); a lead of 0 has no start, so
         # only a lead that ended at this visit (1 -> 0) has one to clear: one scatter for both.
-        changed = before == (~doubt).view(np.uint8)
-        if changed.any():
+        changed = np.flatnonzero(before == (~doubt).view(np.uint8))
+        if len(changed):
             starts = doubt.astype(np.int32)
             starts *= epoch + 1
             starts -= 1  # the epoch where a lead starts, -1 where one ends
-            self.since[ids[changed]] = starts[changed]
+            self.since[ids.take(changed)] = starts.take(changed)
         return ids[self._found(streak, lead)]
 
     @staticmethod

@@ -56,7 +56,9 @@ class SamplerListener:
         self, sampler: HeapqSampler, ids: I64, metrics: Mapping[str, npt.NDArray[np.float32]]
     ) -> None:
         """Called with each accepted update, in order, when the sampler applies it: at the
-        latest when it draws its next chunk, ends an epoch, or is read or synchronized."""
+        latest when it draws its next chunk, ends an epoch, or is read or synchronized. (With
+        a listener attached, the balanced policy applies updates at every chunk, as greedy
+        does; without one, at the epoch's end.)"""
 
     def on_evict(self, sampler: HeapqSampler, ids: I64, epoch: int) -> None:
         """Called when samples are evicted."""
@@ -494,11 +496,12 @@ class HeapqSampler(Sampler[int]):
                 The sampler's state is left as it was.
 
         .. note::
-            Metrics given as CUDA tensors stay on the GPU until the sampler applies them, at its
-            next chunk of draws, in one transfer for all updates since the last: a synchronising
-            copy per step cost the examples CNN about 30% per epoch on an H100. Their values are
-            checked then: an out-of-range id or a NaN loss raises ``ValueError`` there, and that
-            update is dropped. Call :meth:`synchronize` to apply and check at once. Under
+            Metrics given as CUDA tensors stay on the GPU until the sampler applies them, in
+            one transfer for all updates since the last: at its next chunk of draws (greedy, or
+            with a :class:`SamplerListener`), else at the end of the balanced policy's epoch, or
+            at a read. A synchronising copy per step cost the examples CNN about 30% per epoch
+            on an H100. Their values are checked then: an out-of-range id or a NaN loss raises
+            ``ValueError`` there, and that update is dropped. Call :meth:`synchronize` to apply and check at once. Under
             ``torch.distributed`` updates are all-gathered when given, which waits for the GPU.
         """
         distributed = self.num_replicas > 1 and _distributed.is_initialized()
@@ -521,7 +524,7 @@ class HeapqSampler(Sampler[int]):
         """Applies every update received so far, waiting for their copies from the GPU.
 
         The sampler does this itself whenever it needs its state; call it to have an invalid
-        update on the GPU rejected now rather than at the next chunk of draws.
+        update on the GPU rejected now rather than when the sampler next applies updates.
 
         Raises:
             ValueError: an update's ids were out of range or its metrics not finite. That
@@ -532,8 +535,8 @@ class HeapqSampler(Sampler[int]):
     def _add_pending(self, update: HostUpdate | DeviceUpdate, count: int) -> None:
         if not count:
             return
-        # Applying waits for the next chunk (or a read): batching it there costs a few array
-        # calls per chunk instead of per step, and nothing reads the state in between.
+        # Applying waits until the state is needed (see _next_chunk), or a read: batching it
+        # costs a few array calls per batch of updates instead of per step.
         self._pending.append(update)
         self._pending_count += count
         if self._pending_count > 1 << 20:
@@ -681,7 +684,11 @@ class HeapqSampler(Sampler[int]):
         return drawn
 
     def _next_chunk(self) -> None:
-        self._flush_pending()
+        # The balanced policy plans each epoch ahead, so its chunks need no fresh losses: unless
+        # a listener streams them, updates wait for the epoch's end (or a read, or the pending
+        # bound), where one pass over them all costs much less than a pass per chunk.
+        if self.policy != "balanced" or self.listener is not None:
+            self._flush_pending()
         # `size` is enforced here only, when a chunk is drawn: updates applied earlier than
         # usual (by a checkpoint or a read) must leave the same pool as updates applied now.
         if self.size is not None and self._queue_built and len(self._queue) > self.size:

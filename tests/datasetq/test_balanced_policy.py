@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasetq import HeapqSampler
+from datasetq import HeapqSampler, SamplerListener
 from datasetq._balanced import _capped_draws, _capped_shares, first_reports
 
 N = 200
@@ -460,3 +460,63 @@ def test_epoch_visits_count_replacements_for_samples_evicted_mid_epoch():
     sampler.evict(np.arange(N // 2))
     drawn = np.array(first + list(iterator))
     assert (sampler.epoch_visits == np.bincount(drawn, minlength=N)).all()
+
+
+class _Counting(SamplerListener):
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def on_update(
+        self, sampler: HeapqSampler, ids: np.ndarray, metrics: dict[str, np.ndarray]
+    ) -> None:
+        self.updates += 1
+
+
+def test_updates_wait_for_the_epochs_end_without_a_listener_and_draw_the_same():
+    """The balanced policy plans each epoch ahead: applying a loop's updates at the epoch's
+    end (no listener) instead of at every chunk (a listener streams them) changes no draw, no
+    eviction and no score, here with evictions on evidence in the middle of epochs."""
+    ambiguous = np.arange(20, 40)  # doubted at odd epochs only
+
+    def train(sampler: HeapqSampler, epochs: int) -> tuple[list[int], list[int]]:
+        drawn, pending_mid_epoch = [], []
+        for epoch in range(epochs):
+            batch: list[int] = []
+            for index in sampler:
+                batch.append(index)
+                if len(batch) < 10:
+                    continue
+                ids = np.array(batch)
+                margin = np.where(np.isin(ids, HARD), -5.0, 2.0 + (ids % 7) / 7)
+                margin[np.isin(ids, ambiguous)] = -0.5 if epoch % 2 else 0.5
+                loss = np.log1p(np.exp(-margin)).astype(np.float32)
+                sampler.update(batch, {"loss": loss, "margin": margin.astype(np.float32)})
+                drawn.extend(batch)
+                pending_mid_epoch.append(sampler._pending_count)
+                batch = []
+        return drawn, pending_mid_epoch
+
+    streamed, deferred = (
+        HeapqSampler(range(N), seed=3, chunk_size=16),
+        HeapqSampler(range(N), seed=3, chunk_size=16),
+    )
+    listener = _Counting()
+    streamed.listener = listener
+    drawn_streamed, pending_streamed = train(streamed, 7)
+    drawn_deferred, pending_deferred = train(deferred, 7)
+    assert drawn_streamed == drawn_deferred
+    assert np.array_equal(streamed.evicted, deferred.evicted)
+    assert set(streamed.evicted.tolist()) >= set(HARD.tolist())  # evicted mid-epoch
+    # Evictions of one epoch are recorded as they are applied: compare them by id.
+    for ours, theirs in [
+        (streamed.evictions, deferred.evictions),
+        (streamed.eviction_evidence, deferred.eviction_evidence),
+    ]:
+        order_ours, order_theirs = np.argsort(ours[0]), np.argsort(theirs[0])
+        for a, b in zip(ours, theirs, strict=True):
+            assert np.array_equal(a[order_ours], b[order_theirs])
+    assert np.array_equal(streamed.suspicion, deferred.suspicion, equal_nan=True)
+    # What differs is only when updates are applied: a chunk at a time, or once an epoch.
+    assert listener.updates > 7 * N // 16 // 2
+    assert max(pending_streamed) <= 16 + 10
+    assert max(pending_deferred) >= N - 10
