@@ -34,6 +34,11 @@ _COLD = np.uint8(4)  # pushed out of the pool by `size`; competes again once dra
 _SCORED = np.uint8(8)  # has a loss that counts for priority (reset() clears it)
 _NOT_IN_POOL = _EVICTED | _WAITING | _COLD
 _UINT16_MAX = np.iinfo(np.uint16).max
+# Pending update ids that the next chunk of draws applies (bounding their memory) even where it
+# need not; more than _PENDING_LIMIT are applied by `update` itself, for loops that update
+# without drawing.
+_PENDING_AT_CHUNK = 1 << 20
+_PENDING_LIMIT = 1 << 24
 _UINT8_MAX = np.iinfo(np.uint8).max
 _STATE_VERSION = 3
 Policy = Literal["balanced", "greedy"]
@@ -539,7 +544,7 @@ class HeapqSampler(Sampler[int]):
         # costs a few array calls per batch of updates instead of per step.
         self._pending.append(update)
         self._pending_count += count
-        if self._pending_count > 1 << 20:
+        if self._pending_count > _PENDING_LIMIT:  # a loop that updates without drawing
             self._flush_pending()
 
     def _flush_pending(self) -> None:
@@ -687,7 +692,12 @@ class HeapqSampler(Sampler[int]):
         # The balanced policy plans each epoch ahead, so its chunks need no fresh losses: unless
         # a listener streams them, updates wait for the epoch's end (or a read, or the pending
         # bound), where one pass over them all costs much less than a pass per chunk.
-        if self.policy != "balanced" or self.listener is not None:
+        # Applied here, not in `update`: fetching metrics from a GPU would wait for it there.
+        if (
+            self.policy != "balanced"
+            or self.listener is not None
+            or self._pending_count >= _PENDING_AT_CHUNK
+        ):
             self._flush_pending()
         # `size` is enforced here only, when a chunk is drawn: updates applied earlier than
         # usual (by a checkpoint or a read) must leave the same pool as updates applied now.

@@ -150,3 +150,33 @@ def test_recorder_stores_device_updates_including_the_last_one(device, tmp_path)
         engine.dispose()
     assert count == 41
     assert tuple(last) == (5, 9.0)
+
+
+def test_a_long_balanced_epoch_applies_pending_updates_between_chunks_not_in_update(
+    monkeypatch,
+):
+    """Updates pile up over a balanced epoch; once many are pending, the next chunk of draws
+    applies them. `update` itself never fetches metrics from the device (that would wait for
+    the GPU on the training thread)."""
+    from datasetq import sampler as sampler_module
+
+    monkeypatch.setattr(_device_updates, "DEFER_CPU_TENSORS", True)
+    monkeypatch.setattr(sampler_module, "_PENDING_AT_CHUNK", 60)
+    fetch = sampler_module.fetch_device_updates
+    inside_update = [False]
+    fetched_inside: list[bool] = []
+
+    def recording_fetch(*args, **kwargs):
+        fetched_inside.append(inside_update[0])
+        return fetch(*args, **kwargs)
+
+    monkeypatch.setattr(sampler_module, "fetch_device_updates", recording_fetch)
+    sampler = HeapqSampler(range(200), seed=0, chunk_size=16)
+    for _ in range(3):
+        for batch in BatchSampler(sampler, 10, drop_last=False):
+            inside_update[0] = True
+            sampler.update(on("cpu", batch), {"loss": torch.rand(len(batch))})
+            inside_update[0] = False
+    assert len(fetched_inside) >= 3 * 200 // 76  # every 60-76 pending ids, at a chunk
+    assert not any(fetched_inside)
+    assert np.isfinite(sampler.loss).all()
