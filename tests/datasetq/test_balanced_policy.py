@@ -475,7 +475,10 @@ class _Counting(SamplerListener):
 def test_updates_wait_for_the_epochs_end_without_a_listener_and_draw_the_same():
     """The balanced policy plans each epoch ahead: applying a loop's updates at the epoch's
     end (no listener) instead of at every chunk (a listener streams them) changes no draw, no
-    eviction and no score, here with evictions on evidence in the middle of epochs."""
+    eviction and no score, here with evictions on evidence in the middle of epochs. (Draws can
+    differ only where the plan visits a sample again after the visit that evicts it, which
+    needs draws beyond every accepted sample's cap: per chunk, that visit is replaced from the
+    base order; deferred, it is drawn.)"""
     ambiguous = np.arange(20, 40)  # doubted at odd epochs only
 
     def train(sampler: HeapqSampler, epochs: int) -> tuple[list[int], list[int]]:
