@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import resource
 import statistics
 import time
@@ -115,9 +116,8 @@ def memory(n: int) -> None:
     for batch in BatchSampler(sampler, 65536, drop_last=False):  # warm-up epoch
         sampler.update(batch, {"loss": rng.random(len(batch))})
     during_warmup = sampler.nbytes
-    iterator = iter(BatchSampler(sampler, 65536, drop_last=False))
-    for _ in range(20):  # into the first priority epoch
-        batch = next(iterator)
+    batches = BatchSampler(sampler, 65536, drop_last=False)
+    for batch in itertools.islice(batches, 20):  # into the first priority epoch (or all of it)
         sampler.update(batch, {"loss": rng.random(len(batch))})
     priority = sampler.nbytes
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

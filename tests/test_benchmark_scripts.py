@@ -88,3 +88,26 @@ def test_first_chart_benchmark_measures_both_encodings():
         pytest.skip("needs Debian's chromium")
     rows = table_rows("bench_first_chart.py", "--repeats", "1")
     assert [row[0] for row in rows] == ["gzip (as served)", "uncompressed"]
+
+
+def test_sampler_benchmark_measures_every_variant_and_the_breakdown():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_sampler.py",
+            *("--sizes", "3000", "--epochs", "1", "--memory", "20000", "--breakdown"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    measured = [line for line in lines if "ratio" in line]
+    assert len(measured) == 5  # balanced (lists, tensors), greedy, max_visits, steps
+    assert all(float(line.split("ratio")[1].split("x")[0]) > 0 for line in measured)
+    (breakdown,) = [line for line in lines if "breakdown" in line]
+    assert "update calls" in breakdown
+    assert "plan" in breakdown
+    assert any(line.startswith("N=20,000: sampler state") for line in lines)

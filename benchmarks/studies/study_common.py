@@ -250,14 +250,11 @@ def one_run_detection(
     return figures
 
 
-def train_run(key: RunKey, tracker: ScoreTracker | None = None) -> dict[str, Any]:
-    """Trains one configuration and returns its per-epoch figures (and detection figures).
-
-    ``tracker`` (optional) receives every step's metrics in place of a new ScoreTracker.
-    """
+def train_config(key: RunKey) -> TrainConfig:
+    """The training set-up of one run: its split, noise, seed and sampler options."""
     options = dict(CONFIGS[key.config] or {})
     losses_only = bool(options.pop("losses_only", False))
-    config = TrainConfig(
+    return TrainConfig(
         epochs=key.epochs,
         train_size=key.train_size,
         noise=key.noise,
@@ -267,6 +264,15 @@ def train_run(key: RunKey, tracker: ScoreTracker | None = None) -> dict[str, Any
         sampler_options=options,
         losses_only=losses_only,
     )
+
+
+def train_run(key: RunKey, tracker: ScoreTracker | None = None) -> dict[str, Any]:
+    """Trains one configuration and returns its per-epoch figures (and detection figures).
+
+    ``tracker`` (optional) receives every step's metrics in place of a new ScoreTracker.
+    """
+    config = train_config(key)
+    options = config.sampler_options
     splits = make_splits(config)
     train_set, _, flipped = splits
     truth = np.zeros(len(train_set), dtype=bool)

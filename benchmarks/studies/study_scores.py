@@ -30,11 +30,12 @@ from study_common import (
     ScoreTracker,
     code_revision,
     parse_shard,
+    train_config,
     train_run,
 )
 from study_detection import cross_validated
 
-from datasetq.training import TrainConfig, make_splits
+from datasetq.training import make_splits
 
 CELLS = [("sym", 0.2), ("sym", 0.4), ("pair", 0.2), ("pair", 0.4)]
 CONFIGS = ["balanced losses only", "balanced"]
@@ -129,14 +130,7 @@ def _auroc(truth: np.ndarray, score: np.ndarray) -> float:
 
 def score_run(key: RunKey) -> dict[str, Any]:
     """Trains one run with every coverage visit kept; each candidate score's AUROC."""
-    config = TrainConfig(
-        epochs=key.epochs,
-        train_size=key.train_size,
-        noise=key.noise,
-        noise_kind=key.noise_kind,
-        seed=key.seed,
-    )
-    _, _, flipped = make_splits(config)
+    _, _, flipped = make_splits(train_config(key))
     tracker = CoverageTracker(key.train_size)
     result = train_run(key, tracker)
     truth = np.zeros(key.train_size, dtype=bool)
