@@ -31,6 +31,11 @@ from datasetq.models import ExamplesNet, SmallCNN
 from datasetq.sampler import HeapqSampler
 from datasetq.training import TrainConfig, make_splits, train_mnist
 
+# Every study trains on one thread: the figures depend on the thread count (PyTorch splits its
+# reductions by it), so a cached run is reproduced only with the count it was trained with, and
+# the shards of a study share the machine's cores anyway.
+torch.set_num_threads(1)
+
 RESULTS = Path(
     os.environ.get("DATASETQ_STUDY_DIR", Path(__file__).resolve().parents[2] / "docs" / "study")
 )
@@ -156,9 +161,15 @@ class ScoreTracker:
         unique, first = np.unique(ids, return_index=True)
         fresh = ~self.seen[unique]
         self.seen[unique[fresh]] = True
-        self.coverage_sum[unique[fresh]] += metrics["loss"].numpy()[first[fresh]]
-        self.coverage_epochs[unique[fresh]] += 1
+        self.on_coverage(unique[fresh], first[fresh], metrics)
         self.draws += len(ids)
+
+    def on_coverage(
+        self, ids: np.ndarray, positions: np.ndarray, metrics: dict[str, torch.Tensor]
+    ) -> None:
+        """Takes each epoch's first report of ``ids``, at ``positions`` in this step's batch."""
+        self.coverage_sum[ids] += metrics["loss"].numpy()[positions]
+        self.coverage_epochs[ids] += 1
 
     def scores(self, evicted: np.ndarray) -> dict[str, np.ndarray]:
         """Higher = more likely mislabeled. Unvisited samples rank last."""
@@ -367,11 +378,16 @@ def cached_run(cache: ResultCache, key: RunKey) -> dict[str, Any] | None:
     return cache.get(key.name(), train)
 
 
-def add_study_arguments(parser: argparse.ArgumentParser, noise: list[float]) -> None:
-    parser.add_argument("--seeds", type=int, default=3)
+def add_study_arguments(
+    parser: argparse.ArgumentParser, noise: list[float] | None = None, seeds: int = 3
+) -> None:
+    """``--seeds``, ``--epochs`` and ``--shard``; ``--noise`` and ``--model`` for a study that
+    chooses them (``noise`` given: its default levels)."""
+    parser.add_argument("--seeds", type=int, default=seeds)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--noise", type=float, nargs="+", default=noise)
-    parser.add_argument("--model", choices=sorted(MODELS), default="small")
+    if noise is not None:
+        parser.add_argument("--noise", type=float, nargs="+", default=noise)
+        parser.add_argument("--model", choices=sorted(MODELS), default="small")
     parser.add_argument(
         "--shard", help="i/k: compute only this process's share of what is missing, no report"
     )

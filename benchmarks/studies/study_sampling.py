@@ -26,6 +26,7 @@ from study_common import (
     TRAINING_FILES,
     ResultCache,
     RunKey,
+    add_study_arguments,
     cached_run,
     code_revision,
     machine,
@@ -142,11 +143,9 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
+    add_study_arguments(parser)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--no-cleanlab", action="store_true")
-    parser.add_argument("--shard", help="i/k: compute only this process's share, no report")
     args = parser.parse_args()
     shard = parse_shard(args.shard)
     runs = ResultCache("runs", shard)

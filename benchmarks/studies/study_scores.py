@@ -28,6 +28,7 @@ from study_common import (
     ResultCache,
     RunKey,
     ScoreTracker,
+    add_study_arguments,
     code_revision,
     parse_shard,
     train_config,
@@ -59,13 +60,12 @@ class CoverageTracker(ScoreTracker):
         self._margin = np.full(len(self._margin), np.nan)
         super().new_epoch()
 
-    def __call__(self, index: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
-        ids = index.numpy()
-        unique, first = np.unique(ids, return_index=True)
-        fresh = ~self.seen[unique]  # read before the parent marks them seen
-        self._loss[unique[fresh]] = metrics["loss"].numpy()[first[fresh]]
-        self._margin[unique[fresh]] = metrics["margin"].numpy()[first[fresh]]
-        super().__call__(index, metrics)
+    def on_coverage(
+        self, ids: np.ndarray, positions: np.ndarray, metrics: dict[str, torch.Tensor]
+    ) -> None:
+        super().on_coverage(ids, positions, metrics)
+        self._loss[ids] = metrics["loss"].numpy()[positions]
+        self._margin[ids] = metrics["margin"].numpy()[positions]
 
 
 def _mean(values: np.ndarray) -> np.ndarray:
@@ -164,9 +164,7 @@ def report(found: dict[tuple[str, float, str], list[dict[str, float]]], cleanlab
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--shard", help="i/k: compute only this process's share, no report")
+    add_study_arguments(parser)
     args = parser.parse_args()
     shard = parse_shard(args.shard)
     cache = ResultCache("scores", shard)

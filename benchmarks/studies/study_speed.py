@@ -22,6 +22,7 @@ from study_common import (
     TRAINING_FILES,
     ResultCache,
     RunKey,
+    add_study_arguments,
     cached_run,
     code_revision,
     parse_shard,
@@ -66,9 +67,7 @@ def report(runs: dict[str, list[dict[str, Any]]], epochs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--shard", help="i/k: compute only this process's share, no report")
+    add_study_arguments(parser, seeds=10)
     args = parser.parse_args()
     shard = parse_shard(args.shard)
     cache = ResultCache("runs", shard)
