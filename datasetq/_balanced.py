@@ -3,9 +3,10 @@
 An epoch of the balanced policy visits every live sample once, except a random part of the
 easy ones (loss below the live mean), and spends the draws saved on extra visits to hard samples
 whose given label the model accepts: priority without feeding the model its likely mislabeled
-samples again and again (greedy largest-loss-first does exactly that under label noise). A sample's *coverage visit* is its first report of an epoch: a loss measured before the
-epoch trained on it, once per epoch however often it was drawn, so statistics over coverage
-visits are not confounded by how often the sampler chose it.
+samples again and again (greedy largest-loss-first does exactly that under label noise). A
+sample's *coverage visit* is its first report of an epoch: a loss measured before the epoch
+trained on it, once per epoch however often it was drawn, so statistics over coverage visits
+are not confounded by how often the sampler chose it.
 """
 
 from __future__ import annotations
@@ -28,13 +29,11 @@ _BIN_SHIFT = 18
 _BIN_LOW = int(np.float32(2.0**-10).view(np.int32)) >> _BIN_SHIFT
 _BIN_COUNT = (int(np.float32(2.0**10).view(np.int32)) >> _BIN_SHIFT) - _BIN_LOW + 1
 _RECORD = np.dtype(
-    [
-        ("loss_sum", np.float32),
-        ("epochs", np.uint16),
-        ("wrong", np.uint8),
-        ("doubted", np.uint8),
-    ]
+    [("loss_sum", np.float32), ("epochs", np.uint16), ("wrong", np.uint8), ("doubted", np.uint8)]
 )
+# first_reports scatters instead of sorting once the reports number at least n / this.
+_DENSE_REPORTS = 32
+_INT32_LIMIT = 2**31 - 1
 
 
 def _margin_bins(positive: F32) -> I64:
@@ -62,7 +61,8 @@ def plan_epoch(
     rng: np.random.Generator,
     prune: float,
     max_extra: int,
-) -> tuple[I64, int]:
+    dtype: type[np.signedinteger[Any]] = np.int64,
+) -> tuple[npt.NDArray[np.signedinteger[Any]], int]:
     """The ``total`` draws of one balanced epoch, in a random order, and the most times one
     sample may occur among them.
 
@@ -75,27 +75,40 @@ def plan_epoch(
         rng: the epoch's generator (every rank derives the same one).
         prune: probability that an easy sample sits the epoch out.
         max_extra: extra draws one sample may get in an epoch.
+        dtype: integer type of the plan (one that holds every id).
     """
     if not len(live):
-        return np.empty(0, dtype=np.int64), 0
+        return np.empty(0, dtype=dtype), 0
     scored = ~np.isnan(loss)
-    if scored.all():
+    all_scored = bool(scored.all())
+    if all_scored:
         easy = loss < loss.mean()
     elif scored.any():
         easy = loss < loss[scored].mean()  # NaN compares False: unscored is never easy
     else:
         easy = np.zeros(len(live), dtype=bool)
-    pruned = easy & (rng.random(len(live), dtype=np.float32) < prune)
-    kept: I64 = live[~pruned]
-    if len(kept) >= total:
+    staying = rng.random(len(live), dtype=np.float32) >= prune
+    staying |= ~easy  # only the easy may sit the epoch out
+    kept_count = int(np.count_nonzero(staying))
+    if kept_count >= total:
+        kept = live.compress(staying).astype(dtype, copy=False)
         rng.shuffle(kept)
         return kept[:total], 1
-    weights = np.where(scored & ~suspect, loss, np.float32(0.0))
-    extras = live[_capped_draws(total - len(kept), weights, max_extra, rng)]
-    missing = total - len(kept) - len(extras)
+    # The plan is assembled in place (each part written once) and shuffled in its own dtype.
+    planned = np.empty(total, dtype=dtype)
+    live.compress(staying, out=planned[:kept_count])
+    if all_scored:
+        weights = np.where(suspect, np.float32(0.0), loss)
+    else:
+        weights = np.where(scored & ~suspect, loss, np.float32(0.0))
+    chosen = _capped_draws(total - kept_count, weights, max_extra, rng)
+    filled = kept_count + len(chosen)
+    live.take(chosen, out=planned[kept_count:filled], mode="clip")  # valid: unbuffered
+    missing = total - filled
     if missing:  # too few hard samples to spend the draws on: the rest uniformly
-        extras = np.concatenate([extras, rng.choice(live, missing)])
-    planned = np.concatenate([kept, extras])
+        # Doubted labels get no extra draws here either, unless every live label is doubted.
+        pool = live if suspect.all() else live.compress(~suspect)
+        planned[filled:] = rng.choice(pool, missing)
     rng.shuffle(planned)
     return planned, 1 + max_extra + missing
 
@@ -115,9 +128,8 @@ def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) 
         return np.repeat(candidates, cap)
     if not draws:
         return candidates[:0]
-    weight = weights[candidates].astype(np.float64)
-    expected = _capped_shares(weight, draws, cap)
-    running = np.cumsum(expected, out=expected)
+    running = _capped_shares(weights.take(candidates).astype(np.float64), draws, cap)
+    np.cumsum(running, out=running)
     running += rng.random()
     ends = running.astype(np.int64)  # floor: the values are positive
     # Rounding in the running sum must neither add a draw nor take one back.
@@ -133,7 +145,7 @@ def _capped_shares(
     weight: npt.NDArray[np.float64], draws: int, cap: int, passes: int = 32
 ) -> npt.NDArray[np.float64]:
     """``min(cap, rate * weight)`` with the ``rate`` that makes the shares sum to ``draws``
-    (requires ``0 < draws < cap * len(weight)`` and positive weights).
+    (requires ``0 < draws < cap * len(weight)`` and positive weights), in a new array.
 
     The capped set only grows as the rate is solved again without it, so a few passes find it;
     a sort settles the rare distribution that needs many.
@@ -143,10 +155,11 @@ def _capped_shares(
     for _ in range(passes):
         free = weight[~capped] if capped_count else weight
         rate = (draws - cap * capped_count) / float(free.sum())
-        now_capped = weight * rate >= cap
-        now_count = int(now_capped.sum())
+        shares = weight * rate
+        now_capped = shares >= cap
+        now_count = int(np.count_nonzero(now_capped))
         if now_count == capped_count:
-            return np.minimum(weight * rate, float(cap))
+            return np.minimum(shares, float(cap), out=shares)
         capped, capped_count = now_capped, now_count
     # Exact: with the k largest weights capped, the rest share what is left.
     descending = np.sort(weight)[::-1]
@@ -155,7 +168,8 @@ def _capped_shares(
     rates = (draws - cap * k) / rest
     fits = descending * rates < cap  # the (k+1)-th largest stays under the cap at rate k
     rate = float(rates[int(np.argmax(fits))])
-    return np.minimum(weight * rate, float(cap))
+    shares = weight * rate
+    return np.minimum(shares, float(cap), out=shares)
 
 
 def _count_up(counts: npt.NDArray[np.unsignedinteger[Any]]) -> npt.NDArray[np.unsignedinteger[Any]]:
@@ -169,6 +183,13 @@ def first_reports(ids: I64, n: int) -> tuple[I64, I64]:
     """The distinct ids (all below ``n``), ascending, and the position of each one's first
     occurrence."""
     count = len(ids)
+    if count * _DENSE_REPORTS >= n and count < _INT32_LIMIT:
+        # Dense reports: one scatter of positions over all ids costs a pass over ``n`` but no
+        # sort (4-byte positions: half the memory to touch).
+        earliest = np.full(n, count, dtype=np.int32)
+        np.minimum.at(earliest, ids, np.arange(count, dtype=np.int32))
+        reported = np.flatnonzero(earliest < count)
+        return reported, earliest.take(reported).astype(np.int64)
     shift = max(count - 1, 1).bit_length()
     if shift + max(n - 1, 1).bit_length() > 62:  # the packed pairs below would overflow int64
         unique, first = np.unique(ids, return_index=True)

@@ -506,8 +506,9 @@ class HeapqSampler(Sampler[int]):
             with a :class:`SamplerListener`), else at the end of the balanced policy's epoch, or
             at a read. A synchronising copy per step cost the examples CNN about 30% per epoch
             on an H100. Their values are checked then: an out-of-range id or a NaN loss raises
-            ``ValueError`` there, and that update is dropped. Call :meth:`synchronize` to apply and check at once. Under
-            ``torch.distributed`` updates are all-gathered when given, which waits for the GPU.
+            ``ValueError`` there, and that update is dropped. Call :meth:`synchronize` to apply
+            and check at once. Under ``torch.distributed`` updates are all-gathered when given,
+            which waits for the GPU.
         """
         distributed = self.num_replicas > 1 and _distributed.is_initialized()
         on_device = type(metrics) is not dict or deferred(metrics.get(self.key))
@@ -659,7 +660,7 @@ class HeapqSampler(Sampler[int]):
                 self._build_queue()
         self._cursor.maybe_unscored = bool(np.any((self._state & (_SCORED | _NOT_IN_POOL)) == 0))
 
-    def _plan_epoch(self, epoch: int) -> tuple[I64, int]:
+    def _plan_epoch(self, epoch: int) -> tuple[npt.NDArray[np.signedinteger[Any]], int]:
         live = np.flatnonzero((self._state & _EVICTED) == 0)
         if not len(live):
             raise AllSamplesEvictedError(
@@ -672,7 +673,9 @@ class HeapqSampler(Sampler[int]):
         margin = self._metrics.get("margin")
         rejected = margin[live] < 0 if margin is not None else loss > WRONG_LOSS
         suspect = (self._coverage.doubted[live] > 0) | rejected
-        return plan_epoch(live, loss, suspect, self._total, rng, self.prune, self.max_extra)
+        return plan_epoch(
+            live, loss, suspect, self._total, rng, self.prune, self.max_extra, self._plan_dtype
+        )
 
     def _draw_planned(self, start: int, count: int) -> I64:
         """Draws ``start:start + count`` of the balanced epoch's plan; a sample evicted since it

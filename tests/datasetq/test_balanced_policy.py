@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datasetq import HeapqSampler, SamplerListener
-from datasetq._balanced import _capped_draws, _capped_shares, first_reports
+from datasetq._balanced import _capped_draws, _capped_shares, first_reports, plan_epoch
 
 N = 200
 HARD = np.arange(20)  # ids whose given label the "model" rejects (mislabeled)
@@ -415,6 +415,31 @@ def test_extra_draws_follow_the_weights_up_to_the_cap_and_spend_every_draw():
         assert (np.abs(counts - expected) < 1).all()
         total += counts
     np.testing.assert_allclose(total / 4000, expected, atol=0.05)
+
+
+def test_draws_left_once_hard_samples_reach_their_cap_skip_doubted_labels():
+    """With few accepted hard samples and a small cap, the draws left over are spread uniformly,
+    over the labels the model does not doubt; every label doubted: over all."""
+    live = np.arange(0, 2000, 2, dtype=np.int64)  # every other id evicted
+    loss = np.full(len(live), 0.1, dtype=np.float32)
+    loss[:10] = 2.0  # hard, accepted: capped at one extra draw each
+    suspect = np.zeros(len(live), dtype=bool)
+    suspect[500:] = True  # doubted labels: their coverage visit only
+    loss[500:] = 3.0
+    for seed in range(20):
+        planned, most = plan_epoch(
+            live, loss, suspect, 1600, np.random.default_rng(seed), 0.9, 1, np.int32
+        )
+        assert planned.dtype == np.int32
+        assert len(planned) == 1600
+        counts = np.bincount(planned, minlength=2000)[live]
+        assert (counts[suspect] == 1).all()  # no extra draw, fill included
+        assert (counts[:10] >= 2).all()
+        assert counts.max() <= most
+    everyone_doubted = np.ones(len(live), dtype=bool)
+    planned, _ = plan_epoch(live, loss, everyone_doubted, 1600, np.random.default_rng(0), 0.9, 1)
+    assert len(planned) == 1600
+    assert np.isin(planned, live).all()
 
 
 def test_extra_draws_stop_at_the_cap_of_every_candidate():
