@@ -38,7 +38,8 @@ _INT32_LIMIT = 2**31 - 1
 
 def _margin_bins(positive: F32) -> I64:
     """The histogram bin of each positive margin (values outside the range go to the ends)."""
-    bins = (positive.view(np.int32) >> _BIN_SHIFT) - _BIN_LOW
+    bins = positive.view(np.int32) >> _BIN_SHIFT
+    bins -= _BIN_LOW
     return np.clip(bins, 0, _BIN_COUNT - 1, out=bins).astype(np.intp, copy=False)  # type: ignore[no-any-return]
 
 
@@ -50,7 +51,13 @@ def _bin_centre(position: int) -> float:
 def _log_odds(loss: F32) -> F32:
     """``log(p / (1 - p))`` of the given label, from its cross-entropy ``-log(p)``."""
     clipped = np.maximum(loss, np.float32(1e-12))
-    return -clipped - np.log(-np.expm1(-clipped))  # type: ignore[no-any-return]
+    tail = np.negative(clipped)  # in place from here: a reporting epoch makes this array long
+    np.expm1(tail, out=tail)
+    np.negative(tail, out=tail)
+    np.log(tail, out=tail)  # log(1 - p)
+    np.negative(clipped, out=clipped)  # log(p)
+    clipped -= tail
+    return clipped
 
 
 def plan_epoch(
@@ -80,8 +87,7 @@ def plan_epoch(
     if not len(live):
         return np.empty(0, dtype=dtype), 0
     scored = ~np.isnan(loss)
-    all_scored = bool(scored.all())
-    if all_scored:
+    if scored.all():
         easy = loss < loss.mean()
     elif scored.any():
         easy = loss < loss[scored].mean()  # NaN compares False: unscored is never easy
@@ -90,18 +96,18 @@ def plan_epoch(
     staying = rng.random(len(live), dtype=np.float32) >= prune
     staying |= ~easy  # only the easy may sit the epoch out
     kept_count = int(np.count_nonzero(staying))
+    # NumPy shuffles 8-byte items faster than 4-byte ones: the plan is shuffled as int64 (it
+    # holds the same permutation either way), then cast.
     if kept_count >= total:
-        kept = live.compress(staying).astype(dtype, copy=False)
+        kept = live.compress(staying)
         rng.shuffle(kept)
-        return kept[:total], 1
-    # The plan is assembled in place (each part written once) and shuffled in its own dtype.
-    planned = np.empty(total, dtype=dtype)
+        return kept[:total].astype(dtype, copy=False), 1
+    planned = np.empty(total, dtype=np.int64)  # assembled in place: each part written once
     live.compress(staying, out=planned[:kept_count])
-    if all_scored:
-        weights = np.where(suspect, np.float32(0.0), loss)
-    else:
-        weights = np.where(scored & ~suspect, loss, np.float32(0.0))
-    chosen = _capped_draws(total - kept_count, weights, max_extra, rng)
+    # Extra draws in proportion to the loss, for scored samples whose label is not doubted
+    # (a NaN loss compares False).
+    candidates = np.flatnonzero((loss > 0) & ~suspect)
+    chosen = _capped_draws_among(total - kept_count, candidates, loss, max_extra, rng)
     filled = kept_count + len(chosen)
     live.take(chosen, out=planned[kept_count:filled], mode="clip")  # valid: unbuffered
     missing = total - filled
@@ -110,7 +116,7 @@ def plan_epoch(
         pool = live if suspect.all() else live.compress(~suspect)
         planned[filled:] = rng.choice(pool, missing)
     rng.shuffle(planned)
-    return planned, 1 + max_extra + missing
+    return planned.astype(dtype, copy=False), 1 + max_extra + missing
 
 
 def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) -> I64:
@@ -123,7 +129,13 @@ def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) 
     proportional to the weights as the cap allows, with one random number instead of a random
     key per copy and a selection among them.
     """
-    candidates = np.flatnonzero(weights > 0)
+    return _capped_draws_among(draws, np.flatnonzero(weights > 0), weights, cap, rng)
+
+
+def _capped_draws_among(
+    draws: int, candidates: I64, weights: F32, cap: int, rng: np.random.Generator
+) -> I64:
+    """:func:`_capped_draws` over the positions ``candidates`` (those of positive weight)."""
     if draws >= len(candidates) * cap:
         return np.repeat(candidates, cap)
     if not draws:
