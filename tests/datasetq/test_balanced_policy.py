@@ -383,10 +383,11 @@ def test_max_visits_evicts_a_sample_repeated_within_a_chunk_once():
     assert (np.bincount(drawn, minlength=N)[evicted] >= 3).all()
 
 
-@pytest.mark.parametrize("n", [1, 5000, 2**40, 2**61])
+@pytest.mark.parametrize("n", [1, 3200, 5000, 2**40, 2**61])
 def test_first_reports_finds_each_ids_first_position(n):
+    """Sparse reports are sorted, dense ones (from n / 32 on: 100 of 3,200) scattered."""
     rng = np.random.default_rng(n % 1000)
-    for count in (1, 2, 7, 300, 4096):
+    for count in (1, 2, 7, 99, 100, 300, 4096):
         ids = rng.integers(0, n, count, dtype=np.int64)
         unique, first = first_reports(ids, n)
         expected_unique, expected_first = np.unique(ids, return_index=True)
