@@ -111,3 +111,23 @@ def test_sampler_benchmark_measures_every_variant_and_the_breakdown():
     assert "update calls" in breakdown
     assert "plan" in breakdown
     assert any(line.startswith("N=20,000: sampler state") for line in lines)
+
+
+def test_draw_fingerprint_is_the_same_for_the_same_code_and_moves_with_the_options():
+    def run() -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "benchmarks/draw_fingerprint.py", "--sizes", "400", "--epochs", "4"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout.splitlines()
+
+    first, second = run(), run()
+    assert first == second
+    assert len(first) == 8  # 2 report kinds x 4 option sets
+    hashes = [line.rsplit(": ", 1)[1].split()[0] for line in first]
+    assert len(set(hashes)) == 8  # every option set draws differently
+    assert all(int(line.split("(")[-1].split()[0]) > 0 for line in first)  # evictions happen
