@@ -82,6 +82,12 @@ def code_revision(files: list[Path] | None = None) -> str:
     return digest.hexdigest()[:12]
 
 
+def run_revision(config: str) -> str:
+    """The code revision that keys a configuration's runs: random order never touches the
+    sampler, so its runs depend on the training code alone."""
+    return code_revision(TRAINING_FILES if CONFIGS[config] is None else None)
+
+
 # CPU features that decide which floating-point kernels PyTorch and NumPy run.
 _KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
 

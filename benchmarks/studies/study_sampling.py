@@ -23,7 +23,6 @@ import numpy as np
 from study_common import (
     CONFIGS,
     NOISE_KINDS,
-    TRAINING_FILES,
     ResultCache,
     RunKey,
     add_study_arguments,
@@ -32,6 +31,7 @@ from study_common import (
     machine,
     machine_description,
     parse_shard,
+    run_revision,
 )
 from study_detection import cross_validated
 
@@ -150,9 +150,6 @@ def main() -> None:
     shard = parse_shard(args.shard)
     runs = ResultCache("runs", shard)
     cleanlab_cache = ResultCache("cleanlab", shard)
-    code = code_revision()
-    # Random order never touches the sampler: its runs depend on the training code alone.
-    random_code = code_revision(TRAINING_FILES)
 
     def collect(configs: list[str], size: int) -> dict[tuple[str, float], dict[str, Any]]:
         found: dict[tuple[str, float], dict[str, Any]] = {}
@@ -169,7 +166,7 @@ def main() -> None:
                             "small",
                             size,
                             NOISE_KINDS[kind],
-                            random_code if CONFIGS[config] is None else code,
+                            run_revision(config),
                         ),
                     )
                     for seed in range(args.seeds)

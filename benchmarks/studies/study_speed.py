@@ -18,14 +18,12 @@ from typing import Any
 
 import numpy as np
 from study_common import (
-    CONFIGS,
-    TRAINING_FILES,
     ResultCache,
     RunKey,
     add_study_arguments,
     cached_run,
-    code_revision,
     parse_shard,
+    run_revision,
 )
 from study_sampling import epochs_to_reach
 
@@ -71,10 +69,9 @@ def main() -> None:
     args = parser.parse_args()
     shard = parse_shard(args.shard)
     cache = ResultCache("runs", shard)
-    code, random_code = code_revision(), code_revision(TRAINING_FILES)
     runs: dict[str, list[dict[str, Any]]] = {}
     for policy in POLICIES:
-        revision = random_code if CONFIGS[policy] is None else code
+        revision = run_revision(policy)
         found = [
             cached_run(cache, RunKey(policy, 0.0, seed, args.epochs, "small", code=revision))
             for seed in range(args.seeds)
