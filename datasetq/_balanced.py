@@ -31,9 +31,12 @@ _BIN_COUNT = (int(np.float32(2.0**10).view(np.int32)) >> _BIN_SHIFT) - _BIN_LOW 
 _RECORD = np.dtype(
     [("loss_sum", np.float32), ("epochs", np.uint16), ("wrong", np.uint8), ("doubted", np.uint8)]
 )
+# How much one more rejecting coverage visit in a row multiplies the odds that a label is wrong.
+_VISIT_LIKELIHOOD = 2.0
 # first_reports scatters instead of sorting once the reports number at least n / this.
 _DENSE_REPORTS = 32
 _INT32_LIMIT = 2**31 - 1
+_UINT8_LIMIT = 2**8 - 1  # the counters saturate here
 
 
 def _margin_bins(positive: F32) -> I64:
@@ -119,23 +122,18 @@ def plan_epoch(
     return planned.astype(dtype, copy=False), 1 + max_extra + missing
 
 
-def _capped_draws(draws: int, weights: F32, cap: int, rng: np.random.Generator) -> I64:
-    """Positions drawn in proportion to ``weights``, each at most ``cap`` times (fewer draws
-    if the positive weights run out).
+def _capped_draws_among(
+    draws: int, candidates: I64, weights: F32, cap: int, rng: np.random.Generator
+) -> I64:
+    """Positions among ``candidates`` (those of positive weight) drawn in proportion to
+    ``weights``, each at most ``cap`` times (fewer draws if the candidates run out).
 
-    Each position's expected count is ``min(cap, rate * weight)``, with the one ``rate`` that
+    Each candidate's expected count is ``min(cap, rate * weight)``, with the one ``rate`` that
     makes them sum to ``draws``; systematic sampling (one uniform offset on the running sum of
     expected counts) rounds each to the integer below or above it and takes exactly ``draws``:
     proportional to the weights as the cap allows, with one random number instead of a random
     key per copy and a selection among them.
     """
-    return _capped_draws_among(draws, np.flatnonzero(weights > 0), weights, cap, rng)
-
-
-def _capped_draws_among(
-    draws: int, candidates: I64, weights: F32, cap: int, rng: np.random.Generator
-) -> I64:
-    """:func:`_capped_draws` over the positions ``candidates`` (those of positive weight)."""
     if draws >= len(candidates) * cap:
         return np.repeat(candidates, cap)
     if not draws:
@@ -235,6 +233,15 @@ class CoverageEvidence:
     noise, where the model learns part of the wrong mapping and never rejects it strongly, and
     where a lucky accepting visit would restart a streak.
 
+    With ``odds``, rare rejections need more evidence. The prior odds that a label is wrong
+    are those of the share of labels rejected at the previous epoch's coverage visits (evicted
+    samples it did not visit counting as rejected); each rejecting visit in a row is taken to
+    double them, and a sample is a candidate once they reach ``odds``: ``streak`` visits while
+    a third or more of the labels are rejected (with ``odds=4``), one more each time that share
+    roughly halves. The doubt tally needs as many more visits as the share of doubted labels
+    asks for in the same way. On clean data a model rejects few labels, and the few hard ones
+    it rejects for a while are mostly learned later; under label noise it rejects many.
+
     Args:
         n: number of samples.
         streak: rejections in a row that make a sample a candidate for eviction; ``None``
@@ -243,14 +250,26 @@ class CoverageEvidence:
             every label the model finds less likely than another.
         doubt_lead: the lead of doubting over accepting visits that makes a sample a
             candidate; ``None``: never.
+        odds: the odds that a label is wrong at which its evidence makes it a candidate;
+            ``None``: ``streak`` and ``doubt_lead`` alone, whatever the share rejected.
     """
 
     def __init__(
-        self, n: int, streak: int | None, scale: float = 0.0, doubt_lead: int | None = None
+        self,
+        n: int,
+        streak: int | None,
+        scale: float = 0.0,
+        doubt_lead: int | None = None,
+        odds: float | None = None,
     ) -> None:
         self.streak = streak
         self.scale = scale
         self.doubt_lead = doubt_lead
+        self.odds = odds
+        # This epoch's coverage visits, and the rejecting and doubting ones among them (the next
+        # epoch's priors); the visits the current priors add to ``streak`` and ``doubt_lead``.
+        self.visit_counts = np.zeros(3, dtype=np.int64)
+        self.extra = np.zeros(2, dtype=np.int64)
         # Accepted margins of this epoch as a log-spaced histogram (its median is the next
         # epoch's reference): bounded memory, and a checkpoint carries it.
         self.accepted = np.zeros(_BIN_COUNT, dtype=np.int64)
@@ -293,13 +312,36 @@ class CoverageEvidence:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.epochs > 0, self.loss_sum.astype(np.float64) / self.epochs, np.nan)
 
-    def new_epoch(self) -> None:
+    def new_epoch(self, evicted: npt.NDArray[np.bool_] | None = None) -> None:
+        """Starts an epoch; ``evicted``: per sample, whether it is evicted (those the ending
+        epoch did not visit count as rejected in the next prior)."""
+        away = 0 if evicted is None else int(np.count_nonzero(evicted & ~self.seen))
         self.seen[:] = False
         total = int(self.accepted.sum())
         if total:
             position = int(np.searchsorted(np.cumsum(self.accepted), (total + 1) // 2))
             self.reference = _bin_centre(position)
         self.accepted[:] = 0
+        visits, rejected, doubted = (int(count) for count in self.visit_counts)
+        if visits:
+            for rule, against in enumerate((rejected, doubted)):
+                self.extra[rule] = self._extra_visits((against + away) / (visits + away))
+        self.visit_counts[:] = 0
+
+    def _extra_visits(self, share: float) -> int:
+        """Visits beyond the fixed counts that evidence needs when this share of the labels
+        is rejected (or doubted)."""
+        base = self.streak if self.streak is not None else self.doubt_lead
+        if self.odds is None or base is None:
+            return 0
+        ceiling = _UINT8_LIMIT - max(self.streak or 0, self.doubt_lead or 0)
+        if share <= 0.0:
+            return ceiling
+        if share >= 1.0:
+            return 0
+        prior_odds = share / (1.0 - share)
+        needed = math.ceil(math.log(self.odds / prior_odds) / math.log(_VISIT_LIKELIHOOD))
+        return min(max(needed - base, 0), ceiling)
 
     def observe(self, ids: I64, loss: F32, margin: F32 | None, epoch: int, judged: bool) -> I64:
         """Takes one epoch's reports in arrival order; returns the ids that became suspicious.
@@ -320,6 +362,11 @@ class CoverageEvidence:
         _count_up(records["epochs"])
         given = self._margins(coverage_loss, None if margin is None else margin[first])
         self.accepted += np.bincount(_margin_bins(given[given > 0]), minlength=_BIN_COUNT)
+        self.visit_counts += (
+            len(given),
+            int(np.count_nonzero(self._rejects(given))),
+            int(np.count_nonzero(given < 0)),
+        )
         found = self._judge(records, unique, given, epoch) if judged else unique[:0]
         self.records[unique] = records
         return found
@@ -328,7 +375,7 @@ class CoverageEvidence:
         """Counts the visits' rejections and doubts into ``records`` (the rows of ``ids``);
         returns the ids that became suspicious."""
         doubt = given < 0
-        wrong = given < -self.scale * self.reference if self.scale else doubt
+        wrong = self._rejects(given)
         streak = records["wrong"]
         _count_up(streak)
         streak *= wrong  # in a row: a visit that does not reject clears it
@@ -347,6 +394,10 @@ class CoverageEvidence:
             self.since[ids.take(changed)] = starts.take(changed)
         return ids[self._found(streak, lead)]
 
+    def _rejects(self, given: F32) -> npt.NDArray[np.bool_]:
+        """Whether each visit's margin rejects its label."""
+        return given < (-self.scale * self.reference if self.scale else 0.0)
+
     @staticmethod
     def _margins(loss: F32, reported: F32 | None) -> F32:
         """Each visit's margin: the reported one, else the log-odds of the given label."""
@@ -362,9 +413,9 @@ class CoverageEvidence:
     ) -> npt.NDArray[np.bool_]:
         found = np.zeros(len(streak), dtype=bool)
         if self.streak is not None:
-            found |= streak >= self.streak
+            found |= streak >= self.streak + int(self.extra[0])
         if self.doubt_lead is not None:
-            found |= doubted >= self.doubt_lead
+            found |= doubted >= self.doubt_lead + int(self.extra[1])
         return found
 
     def on_evidence(self, ids: I64) -> npt.NDArray[np.bool_]:
@@ -387,6 +438,8 @@ class CoverageEvidence:
             "wrong_streak": self.wrong,
             "doubt_tally": self.doubted,
             "wrong_since": self.since,
+            "coverage_visit_counts": self.visit_counts,
+            "evidence_extra": self.extra,
         }
 
     def load(self, arrays: Mapping[str, npt.ArrayLike]) -> None:
@@ -407,3 +460,10 @@ class CoverageEvidence:
             self.records["doubted"] = np.asarray(doubted)
         self.since = np.asarray(arrays["wrong_since"]).astype(np.int32)
         self.since[self.doubted == 0] = -1  # no lead, no start (older checkpoints: their streak's)
+        # Absent from checkpoints before version 4: fixed evidence until the next epoch.
+        counts = arrays.get("coverage_visit_counts")
+        self.visit_counts = (
+            np.zeros(3, np.int64) if counts is None else np.asarray(counts).astype(np.int64)
+        )
+        extra = arrays.get("evidence_extra")
+        self.extra = np.zeros(2, np.int64) if extra is None else np.asarray(extra).astype(np.int64)

@@ -40,7 +40,7 @@ _UINT16_MAX = np.iinfo(np.uint16).max
 _PENDING_AT_CHUNK = 1 << 20
 _PENDING_LIMIT = 1 << 24
 _UINT8_MAX = np.iinfo(np.uint8).max
-_STATE_VERSION = 3
+_STATE_VERSION = 4
 Policy = Literal["balanced", "greedy"]
 _EXTRA_DOUBTS = 2
 
@@ -92,9 +92,11 @@ class HeapqSampler(Sampler[int]):
       data sets, in the model's own units. A sample is also evicted once the coverage visits
       at which the model found its label less likely than another (margin below 0) outnumber
       those at which it did not by ``doubt_evidence``: weaker evidence, so more of it, for
-      the ambiguous labels (pair-flip noise) that a model never rejects strongly. Greedy
-      sampling trains on the
-      likely mislabeled samples first and collapses under label noise; this policy does not.
+      the ambiguous labels (pair-flip noise) that a model never rejects strongly. When the
+      model rejects few labels, both rules need more visits (``evidence_odds``): on clean data
+      the few labels a model rejects are mostly hard ones it learns later. Greedy sampling
+      trains on the likely mislabeled samples first and collapses under label noise; this
+      policy does not.
     - ``"greedy"`` (the original datasetq): each draw takes the sample with the highest
       priority: the largest latest loss with ``extrema="min"``, the smallest with
       ``extrema="max"``; a sample with no loss yet comes first. A drawn sample waits until
@@ -156,6 +158,14 @@ class HeapqSampler(Sampler[int]):
             that find the label less likely than another must outnumber those that do not to
             evict a sample; ``None``: never on doubts alone. Default: ``evidence + 2`` (``None``
             when ``evidence`` is ``None``).
+        evidence_odds (float, optional): the odds that a label is wrong at which its evidence
+            evicts it. The prior odds come from the share of labels rejected at the previous
+            epoch's coverage visits (samples already evicted count as rejected), and each
+            rejecting visit in a row is taken to double them: with the default, ``evidence``
+            visits suffice while a third or more of the labels are rejected, and one more is
+            needed each time that share roughly halves. ``doubt_evidence`` grows in the same
+            way with the share of doubted labels. ``None``: ``evidence`` and
+            ``doubt_evidence`` alone, whatever the shares. Default: 4.
 
     .. note::
         A ``DataLoader`` with ``num_workers > 0`` reads the sampler ahead by
@@ -208,6 +218,7 @@ class HeapqSampler(Sampler[int]):
         max_extra: int = 4,
         reject_scale: float = 0.25,
         doubt_evidence: int | Literal["default"] | None = "default",
+        evidence_odds: float | None = 4.0,
     ) -> None:
         n = len(data_source)
         if n <= 0:
@@ -270,6 +281,15 @@ class HeapqSampler(Sampler[int]):
             raise ValueError(
                 f"reject_scale should be in [0, 10], but got reject_scale={reject_scale!r}"
             )
+        if evidence_odds is not None and (
+            not isinstance(evidence_odds, int | float)
+            or isinstance(evidence_odds, bool)
+            or not 0.0 < evidence_odds < math.inf
+        ):
+            raise ValueError(
+                "evidence_odds should be a positive number or None, "
+                f"but got evidence_odds={evidence_odds!r}"
+            )
         world, world_rank = _distributed.default_world()
         num_replicas = world if num_replicas is None else num_replicas
         rank = world_rank if rank is None else rank
@@ -302,6 +322,7 @@ class HeapqSampler(Sampler[int]):
         self.max_extra = max_extra
         self.reject_scale = float(reject_scale)
         self.doubt_evidence: int | None = doubt_evidence  # type: ignore[assignment]
+        self.evidence_odds = None if evidence_odds is None else float(evidence_odds)
         self.num_replicas = num_replicas
         self.rank = rank
         self.listener = recorder
@@ -328,7 +349,7 @@ class HeapqSampler(Sampler[int]):
         self._evicted_epochs: I64 = np.empty(0, dtype=np.int64)
         self._evicted_scores = np.empty(0, dtype=np.float64)
         self._evicted_since = np.empty(0, dtype=np.int64)
-        self._coverage = CoverageEvidence(n, self.evidence, self.reject_scale, self.doubt_evidence)
+        self._coverage = self._new_coverage()
         # The balanced epoch's draws (int32 below 2**31 samples: half the memory).
         self._plan: npt.NDArray[np.signedinteger[Any]] = np.empty(0, dtype=self._plan_dtype)
         self._queue = PriorityRuns()
@@ -587,6 +608,11 @@ class HeapqSampler(Sampler[int]):
             for update_ids, update_columns in received:
                 self.listener.on_update(self, update_ids, update_columns)
 
+    def _new_coverage(self) -> CoverageEvidence:
+        return CoverageEvidence(
+            self._n, self.evidence, self.reject_scale, self.doubt_evidence, self.evidence_odds
+        )
+
     def _observe_coverage(self, ids: I64, columns: Mapping[str, npt.NDArray[np.float32]]) -> None:
         judged = self._cursor.epoch >= max(self.start_at, 1)
         suspicious = self._coverage.observe(
@@ -642,7 +668,7 @@ class HeapqSampler(Sampler[int]):
         self._base.forget_before(epoch)
         self._epoch_visits[:] = 0
         self._epoch_visits_bound = 0
-        self._coverage.new_epoch()
+        self._coverage.new_epoch(evicted=(self._state & _EVICTED) != 0)
         waiting = np.flatnonzero(self._state & _WAITING)
         self._state[waiting] &= ~_WAITING
         if self.policy == "balanced":
@@ -990,9 +1016,7 @@ class HeapqSampler(Sampler[int]):
             self._evicted_scores = np.full(evicted, np.nan)
             self._evicted_since = np.full(evicted, -1, dtype=np.int64)
             self._plan = np.empty(0, dtype=self._plan_dtype)
-            self._coverage = CoverageEvidence(
-                self._n, self.evidence, self.reject_scale, self.doubt_evidence
-            )
+            self._coverage = self._new_coverage()
         else:
             self._evicted_scores = np.asarray(state_dict["evicted_scores"]).astype(np.float64)
             self._evicted_since = np.asarray(state_dict["evicted_since"]).astype(np.int64)

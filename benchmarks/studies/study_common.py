@@ -51,6 +51,7 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "balanced reject_scale=0": {"reject_scale": 0.0},
     "balanced reject_scale=0.5": {"reject_scale": 0.5},
     "balanced doubt_evidence=None": {"doubt_evidence": None},
+    "balanced evidence_odds=None": {"evidence_odds": None},
     "balanced prune=0.5 max_extra=1": {"prune": 0.5, "max_extra": 1},
 }
 MODELS = {"small": SmallCNN, "examples": ExamplesNet}

@@ -43,6 +43,7 @@ SMALL_CONFIGS = [
     "balanced reject_scale=0",
     "balanced reject_scale=0.5",
     "balanced doubt_evidence=None",
+    "balanced evidence_odds=None",
 ]
 SCORE = "suspicion"  # the dashboard's default ranking: mean loss over coverage visits
 

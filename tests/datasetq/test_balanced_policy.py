@@ -10,10 +10,15 @@ import pytest
 import torch
 
 from datasetq import HeapqSampler, SamplerListener
-from datasetq._balanced import _capped_draws, _capped_shares, first_reports, plan_epoch
+from datasetq._balanced import _capped_draws_among, _capped_shares, first_reports, plan_epoch
 
 N = 200
 HARD = np.arange(20)  # ids whose given label the "model" rejects (mislabeled)
+
+
+def capped_draws(draws: int, weights: np.ndarray, cap: int, rng: np.random.Generator):
+    """Capped draws among every position of positive weight."""
+    return _capped_draws_among(draws, np.flatnonzero(weights > 0), weights, cap, rng)
 
 
 def epoch_of(sampler: HeapqSampler, loss_of, margin_of=None, batch: int = 10) -> np.ndarray:
@@ -102,7 +107,7 @@ def test_a_reported_margin_decides_rejection_instead_of_the_loss():
 
 
 def test_evicts_after_evidence_wrong_coverage_visits_in_a_row_with_its_evidence():
-    sampler = HeapqSampler(range(N), seed=0)  # evidence=3
+    sampler = HeapqSampler(range(N), seed=0, evidence_odds=None)  # evidence=3
     for epoch in range(4):  # warm-up, then epochs 1, 2, 3 judge
         epoch_of(sampler, noisy_loss)
         if epoch < 3:
@@ -117,7 +122,8 @@ def test_evicts_after_evidence_wrong_coverage_visits_in_a_row_with_its_evidence(
 
 
 def test_a_right_coverage_visit_restarts_the_evidence():
-    sampler = HeapqSampler(range(N), seed=0, evidence=2, prune=0.0)  # every sample every epoch
+    # Every sample every epoch; a fixed count of visits, whatever the share rejected.
+    sampler = HeapqSampler(range(N), seed=0, evidence=2, prune=0.0, evidence_odds=None)
     epoch_of(sampler, noisy_loss)
     epoch_of(sampler, noisy_loss)  # epoch 1: wrong
     epoch_of(sampler, lambda ids: np.full(len(ids), 0.1, np.float32))  # epoch 2: right
@@ -165,7 +171,7 @@ def test_evidence_none_never_evicts_and_max_visits_keeps_its_meaning():
 
 
 def test_reinstate_restarts_the_evidence():
-    sampler = HeapqSampler(range(N), seed=0, evidence=2)
+    sampler = HeapqSampler(range(N), seed=0, evidence=2, evidence_odds=None)
     for _ in range(3):
         epoch_of(sampler, noisy_loss)
     assert len(sampler.evicted) == len(HARD)
@@ -228,7 +234,7 @@ def test_balanced_epochs_resume_mid_epoch_from_a_checkpoint():
 
 
 def test_cuda_and_tensor_inputs_are_evidence_too():
-    sampler = HeapqSampler(range(N), seed=0, evidence=2)
+    sampler = HeapqSampler(range(N), seed=0, evidence=2, evidence_odds=None)
     for _ in range(3):
         drawn = np.array(list(sampler))
         loss = torch.from_numpy(noisy_loss(drawn))
@@ -249,7 +255,7 @@ def test_a_weak_rejection_is_no_evidence_when_the_model_accepts_labels_confident
         return np.where(margin_of(ids) < 0, 2.0, 0.01).astype(np.float32)
 
     for scale, expected in ((0.25, strong), (0.0, np.arange(20))):
-        sampler = HeapqSampler(range(N), seed=0, prune=0.0, reject_scale=scale)
+        sampler = HeapqSampler(range(N), seed=0, prune=0.0, reject_scale=scale, evidence_odds=None)
         for _ in range(4):
             epoch_of(sampler, loss_of, lambda ids: margin_of(ids).astype(np.float32))
         assert sampler.evicted.tolist() == expected.tolist(), scale
@@ -257,7 +263,7 @@ def test_a_weak_rejection_is_no_evidence_when_the_model_accepts_labels_confident
 
 def test_losses_only_judge_by_the_labels_log_odds():
     """Without margins a loss of 3 (p = 0.05) against accepted losses of 0.01 is evidence."""
-    sampler = HeapqSampler(range(N), seed=0, prune=0.0)
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, evidence_odds=None)
     for _ in range(4):
         epoch_of(sampler, noisy_loss)
     assert sampler.evicted.tolist() == HARD.tolist()
@@ -281,7 +287,8 @@ def _weakly_doubted(doubted_in_epoch):
 def test_weak_doubts_that_persist_evict_with_their_evidence():
     """Pair-flip noise: the model finds the label slightly less likely than another, epoch
     after epoch, and never rejects it strongly. Five doubting coverage visits evict."""
-    sampler = HeapqSampler(range(N), seed=0, prune=0.0)  # evidence 3, doubt_evidence 5
+    # evidence 3, doubt_evidence 5, whatever the share rejected
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, evidence_odds=None)
     assert sampler.doubt_evidence == 5
     epoch_of(sampler, *_weakly_doubted(True))  # warm-up: no evidence
     for epoch in range(1, 6):
@@ -294,7 +301,7 @@ def test_weak_doubts_that_persist_evict_with_their_evidence():
 
 
 def test_an_accepting_visit_lowers_the_doubts_by_one_instead_of_clearing_them():
-    sampler = HeapqSampler(range(N), seed=0, prune=0.0, doubt_evidence=3)
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, doubt_evidence=3, evidence_odds=None)
     pattern = [True, True, False, True, True]  # epochs 1-5: tally 1, 2, 1, 2, 3
     epoch_of(sampler, *_weakly_doubted(True))
     for epoch, doubted in enumerate(pattern, start=1):
@@ -317,8 +324,122 @@ def test_doubts_alone_never_evict_when_turned_off():
         HeapqSampler(range(N), seed=0, doubt_evidence=0)
 
 
+_ADDED_IN_VERSION_4 = {"coverage_visit_counts", "evidence_extra"}
+
+
+def _rejecting(wrong: np.ndarray):
+    """Metrics for one epoch: ``wrong`` ids rejected strongly (margin -5), the rest accepted
+    with margin +10."""
+
+    def margin_of(ids):
+        return np.where(np.isin(ids, wrong), -5.0, 10.0).astype(np.float32)
+
+    def loss_of(ids):
+        return np.where(np.isin(ids, wrong), 3.0, 0.01).astype(np.float32)
+
+    return loss_of, margin_of
+
+
+def _evicted_after_each_epoch(sampler: HeapqSampler, wrong: np.ndarray, epochs: int) -> list:
+    counts = []
+    for _ in range(epochs):
+        epoch_of(sampler, *_rejecting(wrong))
+        counts.append(len(sampler.evicted))
+    return counts
+
+
+def test_when_many_labels_are_rejected_evidence_visits_in_a_row_evict():
+    """40% rejected: prior odds 2 : 3, and three rejections in a row take them past 4 : 1."""
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0)
+    assert sampler.evidence_odds == 4.0
+    assert _evicted_after_each_epoch(sampler, np.arange(80), 4) == [0, 0, 0, 80]
+
+
+@pytest.mark.parametrize(("odds", "visits"), [(4.0, 9), (1.0, 7), (None, 3)])
+def test_rare_rejections_need_more_visits_in_a_row(odds, visits):
+    """1 label in 100 rejected: prior odds 1 : 99, doubled by each rejecting visit in a row,
+    reach 4 : 1 after ceil(log2(4 * 99)) = 9 visits (1 : 1 after 7); without odds, ``evidence``
+    visits evict whatever the share. The warm-up's share sets the first judged epoch's prior."""
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, evidence_odds=odds)
+    counts = _evicted_after_each_epoch(sampler, np.arange(2), 11)
+    assert counts.index(2) == visits  # epochs 1 to ``visits`` judged
+    assert set(counts[:visits]) == {0}
+
+
+def test_the_doubt_tally_needs_as_many_more_visits():
+    """Weak doubts of 10% of the labels: prior odds 1 : 9 need ceil(log2(36)) = 6 visits, 3
+    more than ``evidence``: 6 rejections in a row (with reject_scale=0 every doubt rejects) or,
+    with rejections too weak to count, a doubt tally of 5 + 3 = 8."""
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, reject_scale=0.0)
+    epoch_of(sampler, *_weakly_doubted(True))
+    for epoch in range(1, 10):
+        epoch_of(sampler, *_weakly_doubted(True))
+        assert len(sampler.evicted) == (len(HARD) if epoch >= 6 else 0), epoch
+    doubting = HeapqSampler(range(N), seed=0, prune=0.0)  # the default reject_scale: no rejections
+    for epoch in range(10):
+        epoch_of(doubting, *_weakly_doubted(True))
+        assert len(doubting.evicted) == (len(HARD) if epoch >= 8 else 0), epoch
+
+
+def test_evicted_samples_count_as_rejected_in_the_prior():
+    """Once 80 of 200 labels are evicted, two more labels rejected are judged against a share
+    of 82 in 200, not 2 in the 120 still drawn: three visits in a row evict them too."""
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0)
+    first, later = np.arange(80), np.array([100, 101])
+    assert _evicted_after_each_epoch(sampler, first, 4) == [0, 0, 0, 80]
+    counts = _evicted_after_each_epoch(sampler, np.concatenate([first, later]), 3)
+    assert counts == [80, 80, 82]
+
+
+def test_the_evidence_prior_resumes_from_a_checkpoint():
+    wrong = np.arange(2)
+
+    def run(stop: bool) -> list:
+        sampler = HeapqSampler(range(N), seed=0, prune=0.0)
+        counts = []
+        for epoch in range(11):
+            if stop and epoch == 5:
+                iterator = iter(sampler)
+                drawn = [next(iterator) for _ in range(57)]
+                loss_of, margin_of = _rejecting(wrong)
+                ids = np.array(drawn)
+                sampler.update(ids, {"loss": loss_of(ids), "margin": margin_of(ids)})
+                resumed = HeapqSampler(range(N), seed=0, prune=0.0)
+                resumed.load_state_dict(sampler.state_dict())
+                sampler = resumed
+                rest = np.array(list(sampler))
+                sampler.update(rest, {"loss": loss_of(rest), "margin": margin_of(rest)})
+            else:
+                epoch_of(sampler, *_rejecting(wrong))
+            counts.append(len(sampler.evicted))
+        return counts
+
+    assert run(stop=True) == run(stop=False)
+    assert run(stop=False).index(2) == 9
+
+
+def test_a_version_3_checkpoint_judges_with_fixed_evidence_until_the_next_epoch():
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0)
+    _evicted_after_each_epoch(sampler, np.arange(2), 3)
+    state = sampler.state_dict()
+    assert sampler._coverage.extra.tolist() == [6, 6]
+    old = {k: v for k, v in state.items() if k not in _ADDED_IN_VERSION_4}
+    old["version"] = 3
+    resumed = HeapqSampler(range(N), seed=0, prune=0.0)
+    resumed.load_state_dict(old)
+    assert resumed._coverage.extra.tolist() == [0, 0]
+    epoch_of(resumed, *_rejecting(np.arange(2)))  # epoch 3: a third rejection in a row evicts
+    assert len(resumed.evicted) == 2
+
+
+@pytest.mark.parametrize("odds", [0, -1.0, math.inf, math.nan, "4", True])
+def test_bad_evidence_odds_name_themselves(odds):
+    with pytest.raises(ValueError, match="evidence_odds"):
+        HeapqSampler(range(N), seed=0, evidence_odds=odds)
+
+
 def test_reinstate_forgets_the_doubts_too():
-    sampler = HeapqSampler(range(N), seed=0, prune=0.0, doubt_evidence=2)
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, doubt_evidence=2, evidence_odds=None)
     for _ in range(3):
         epoch_of(sampler, *_weakly_doubted(True))
     assert sampler.evicted.tolist() == HARD.tolist()
@@ -330,21 +451,21 @@ def test_reinstate_forgets_the_doubts_too():
 
 
 def test_a_version_2_checkpoint_loads_without_doubts():
-    sampler = HeapqSampler(range(N), seed=0, prune=0.0)
+    sampler = HeapqSampler(range(N), seed=0, prune=0.0, evidence_odds=None)
     for _ in range(3):
         epoch_of(sampler, *_weakly_doubted(True))
     state = sampler.state_dict()
-    assert state["version"] == 3
-    old = {k: v for k, v in state.items() if k != "doubt_tally"}
+    assert state["version"] == 4
+    old = {k: v for k, v in state.items() if k not in _ADDED_IN_VERSION_4 | {"doubt_tally"}}
     old["version"] = 2
-    resumed = HeapqSampler(range(N), seed=0, prune=0.0)
+    resumed = HeapqSampler(range(N), seed=0, prune=0.0, evidence_odds=None)
     resumed.load_state_dict(old)
     assert (resumed._coverage.doubted == 0).all()
     assert (resumed._coverage.since == -1).all()  # no lead, so no epoch it began in
     epoch_of(resumed, *_weakly_doubted(True))  # its doubts count again from here
     assert len(resumed.evicted) == 0
     assert (resumed._coverage.since[HARD] == 3).all()
-    full = HeapqSampler(range(N), seed=0, prune=0.0)
+    full = HeapqSampler(range(N), seed=0, prune=0.0, evidence_odds=None)
     full.load_state_dict(state)
     for epoch in (3, 4, 5):  # the doubts of epochs 1 and 2 were carried
         epoch_of(full, *_weakly_doubted(True))
@@ -408,7 +529,7 @@ def test_extra_draws_follow_the_weights_up_to_the_cap_and_spend_every_draw():
     assert math.isclose(expected.sum(), draws)
     total = np.zeros(300)
     for _ in range(4000):
-        counts = np.bincount(_capped_draws(draws, weights, cap, rng), minlength=300)
+        counts = np.bincount(capped_draws(draws, weights, cap, rng), minlength=300)
         assert counts.sum() == draws
         assert counts.max() <= cap
         assert (counts[weights == 0] == 0).all()
@@ -445,9 +566,9 @@ def test_draws_left_once_hard_samples_reach_their_cap_skip_doubted_labels():
 
 def test_extra_draws_stop_at_the_cap_of_every_candidate():
     weights = np.array([0.0, 1.0, 2.0, 0.0, 5.0], dtype=np.float32)
-    drawn = _capped_draws(100, weights, 2, np.random.default_rng(0))
+    drawn = capped_draws(100, weights, 2, np.random.default_rng(0))
     assert sorted(drawn.tolist()) == [1, 1, 2, 2, 4, 4]
-    assert len(_capped_draws(0, weights, 2, np.random.default_rng(0))) == 0
+    assert len(capped_draws(0, weights, 2, np.random.default_rng(0))) == 0
 
 
 @pytest.mark.parametrize("kind", ["geometric", "heavy-tailed", "equal"])
