@@ -24,7 +24,11 @@ def seed(url: str) -> None:
     dataset = MNISTSplit(np.arange(N), noisy)
     config = {"flipped": FLIPPED, "note": "<script>alert(1)</script>"}
     with Recorder(url, run="seeded <b>run</b>", dataset=dataset, config=config) as recorder:
-        sampler = HeapqSampler(dataset, recorder=recorder, seed=0, evidence=2, chunk_size=20)
+        # Fixed evidence: 2 rejections in a row evict, however few labels are rejected (the
+        # store needs evictions within 3 short epochs).
+        sampler = HeapqSampler(
+            dataset, recorder=recorder, seed=0, evidence=2, evidence_odds=None, chunk_size=20
+        )
         rng = np.random.default_rng(0)
         for epoch in range(3):
             drawn = []

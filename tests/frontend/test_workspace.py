@@ -55,7 +55,10 @@ def record_epochs(sampler: HeapqSampler, labels: np.ndarray, noisy: np.ndarray, 
 def seed_workspace(url: str) -> None:
     dataset, labels, noisy = noisy_dataset()
     with Recorder(url, run="workspace", dataset=dataset, config={"note": "ui"}) as recorder:
-        sampler = HeapqSampler(dataset, recorder=recorder, seed=0, evidence=2, chunk_size=50)
+        # Fixed evidence: evictions within 3 short epochs, however few labels are rejected.
+        sampler = HeapqSampler(
+            dataset, recorder=recorder, seed=0, evidence=2, evidence_odds=None, chunk_size=50
+        )
         record_epochs(sampler, labels, noisy, 3)
 
 
@@ -302,7 +305,9 @@ def test_an_open_gallery_and_the_run_picker_follow_a_recording(tmp_path, page):
     url = f"sqlite:///{tmp_path / 'live.db'}"
     dataset, labels, noisy = noisy_dataset()
     recorder = Recorder(url, run="live run", dataset=dataset, state_interval=0).open()
-    sampler = HeapqSampler(dataset, recorder=recorder, seed=0, evidence=2, chunk_size=50)
+    sampler = HeapqSampler(
+        dataset, recorder=recorder, seed=0, evidence=2, evidence_odds=None, chunk_size=50
+    )
     record_epochs(sampler, labels, noisy, 1)
     instance = start(url)
     try:
