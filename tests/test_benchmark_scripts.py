@@ -116,7 +116,7 @@ def test_sampler_benchmark_measures_every_variant_and_the_breakdown():
 def test_draw_fingerprint_is_the_same_for_the_same_code_and_moves_with_the_options():
     def run() -> list[str]:
         result = subprocess.run(
-            [sys.executable, "benchmarks/draw_fingerprint.py", "--sizes", "400", "--epochs", "4"],
+            [sys.executable, "benchmarks/draw_fingerprint.py", "--sizes", "400", "--epochs", "8"],
             cwd=ROOT,
             capture_output=True,
             text=True,
