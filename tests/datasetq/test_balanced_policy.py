@@ -21,15 +21,19 @@ def capped_draws(draws: int, weights: np.ndarray, cap: int, rng: np.random.Gener
     return _capped_draws_among(draws, np.flatnonzero(weights > 0), weights, cap, rng)
 
 
+def report(sampler: HeapqSampler, ids: np.ndarray, loss_of, margin_of=None) -> None:
+    """Reports ``loss_of(ids)`` (and ``margin_of(ids)``) for ``ids``."""
+    metrics = {"loss": loss_of(ids)}
+    if margin_of is not None:
+        metrics["margin"] = margin_of(ids)
+    sampler.update(ids, metrics)
+
+
 def epoch_of(sampler: HeapqSampler, loss_of, margin_of=None, batch: int = 10) -> np.ndarray:
     """Draws one epoch, reporting ``loss_of(ids)`` (and ``margin_of``) after every batch."""
     drawn = np.array(list(sampler), dtype=np.int64)
     for start in range(0, len(drawn), batch):
-        ids = drawn[start : start + batch]
-        metrics = {"loss": loss_of(ids)}
-        if margin_of is not None:
-            metrics["margin"] = margin_of(ids)
-        sampler.update(ids, metrics)
+        report(sampler, drawn[start : start + batch], loss_of, margin_of)
     return drawn
 
 
@@ -400,22 +404,19 @@ def test_the_evidence_prior_resumes_from_a_checkpoint():
         for epoch in range(11):
             if stop and epoch == 5:
                 iterator = iter(sampler)
-                drawn = [next(iterator) for _ in range(57)]
-                loss_of, margin_of = _rejecting(wrong)
-                ids = np.array(drawn)
-                sampler.update(ids, {"loss": loss_of(ids), "margin": margin_of(ids)})
+                report(sampler, np.array([next(iterator) for _ in range(57)]), *_rejecting(wrong))
                 resumed = HeapqSampler(range(N), seed=0, prune=0.0)
                 resumed.load_state_dict(sampler.state_dict())
                 sampler = resumed
-                rest = np.array(list(sampler))
-                sampler.update(rest, {"loss": loss_of(rest), "margin": margin_of(rest)})
+                report(sampler, np.array(list(sampler)), *_rejecting(wrong))
             else:
                 epoch_of(sampler, *_rejecting(wrong))
             counts.append(len(sampler.evicted))
         return counts
 
-    assert run(stop=True) == run(stop=False)
-    assert run(stop=False).index(2) == 9
+    uninterrupted = run(stop=False)
+    assert run(stop=True) == uninterrupted
+    assert uninterrupted.index(2) == 9
 
 
 def test_a_version_3_checkpoint_judges_with_fixed_evidence_until_the_next_epoch():
