@@ -1,9 +1,10 @@
 // A list of samples as the URL names it: a view, its filters and its sort.
 // The same list drives the gallery, review mode and previous / next on a sample.
 
+// The first is the default: what the tool is for, the samples most likely mislabeled.
 export const VIEWS = {
-  hardest: { title: "Hardest (latest loss)", params: { sort: "loss", order: "desc" } },
   score: { title: "Most suspicious", params: { sort: "score", order: "desc" } },
+  hardest: { title: "Hardest (latest loss)", params: { sort: "loss", order: "desc" } },
   visited: { title: "Most visited", params: { sort: "visits", order: "desc" } },
   evicted: { title: "Evicted", params: { sort: "evicted_epoch", order: "asc", evicted: "true" } },
   flagged: { title: "Flagged", params: { sort: "loss", order: "desc", flagged: "true" } },
@@ -25,7 +26,7 @@ const KEYS = ["view", "label", "pred", "sort", "order"];
 
 /** The list a URL query names; unknown values fall back to the defaults. */
 export function listFrom(query) {
-  const view = VIEWS[query.get("view")] ? query.get("view") : "hardest";
+  const view = VIEWS[query.get("view")] ? query.get("view") : "score";
   const whole = (name) => (/^\d+$/.test(query.get(name) ?? "") ? query.get(name) : "");
   const sort = SORTS[query.get("sort")] ? query.get("sort") : "";
   const order = ["asc", "desc"].includes(query.get("order")) ? query.get("order") : "";

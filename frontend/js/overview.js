@@ -3,10 +3,11 @@ import { clear, el, whenPlotly } from "./dom.js";
 
 const layout = (title, extra = {}) => ({
   title: { text: title, font: { size: 14 } },
-  margin: { l: 55, r: 20, t: 40, b: 45 },
+  margin: { l: 55, r: 20, t: 40, b: 75 },
   autosize: true,
-  height: 300,
-  legend: { orientation: "h", y: -0.25 },
+  height: 320,
+  // At the foot of the figure, below the x axis's title (placed in the plot it covers it).
+  legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" },
   ...extra,
 });
 const CONFIG = { responsive: true, displaylogo: false };
@@ -157,8 +158,9 @@ export function drawCharts(summary) {
   ], layout("Evictions per epoch", {
     xaxis: { title: { text: "epoch" }, dtick: 1 },
     yaxis: { title: { text: "new" }, rangemode: "tozero" },
-    yaxis2: { overlaying: "y", side: "right", title: { text: "total" }, rangemode: "tozero", automargin: true },
-    margin: { l: 55, r: 60, t: 40, b: 45 },
+    // Round ticks of its own (an overlaying axis otherwise syncs to the left grid: 205, 409, ...).
+    yaxis2: { overlaying: "y", side: "right", title: { text: "total" }, rangemode: "tozero", tickmode: "auto", showgrid: false, automargin: true },
+    margin: { l: 55, r: 60, t: 40, b: 75 },
   }), config);
 }
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from datasetq.server.server import BackgroundServer
@@ -67,6 +69,62 @@ def test_overview_renders_charts_with_data(server, page):
     assert page.locator("h1 b").count() == 0
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "overview.png", full_page=True)
+
+
+def boxes_overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
+def test_overview_charts_keep_legends_off_axis_titles_and_round_ticks(server, page):
+    base, _ = server
+    page.goto(f"{base}/")
+    page.wait_for_selector("#evictions-chart .main-svg .legend")
+    for chart in ("loss-chart", "evictions-chart"):  # the visits chart has one trace, no legend
+        legend = page.locator(f"#{chart} .legend").bounding_box()
+        title = page.locator(f"#{chart} .xtitle").bounding_box()
+        assert legend is not None, chart
+        assert title is not None, chart
+        assert not boxes_overlap(legend, title), chart
+    # The running total has an axis of its own with round steps (1, 2 or 5 times a power of
+    # ten), not ticks synchronised to the left axis's grid.
+    ticks = [
+        float(text.replace(",", ""))
+        for text in page.locator("#evictions-chart .y2tick text").all_text_contents()
+    ]
+    assert len(ticks) >= 2, ticks
+    step = ticks[1] - ticks[0]
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    assert round(mantissa, 9) in (1.0, 2.0, 5.0), ticks
+    assert all(tick % step == 0 for tick in ticks), ticks
+
+
+def test_the_gallery_link_opens_the_most_suspicious_samples_first(server, page):
+    base, _ = server
+    page.goto(f"{base}/#/runs/1")
+    page.wait_for_selector("#loss-chart .main-svg")
+    page.get_by_role("link", name="Gallery").click()
+    page.wait_for_selector("#gallery-grid .tile")
+    assert page.inner_text("h1").startswith("Gallery: Most suspicious")
+    shown = [
+        int(i)
+        for i in page.eval_on_selector_all(
+            "#gallery-grid .tile", "ts => ts.map(t => t.dataset.sample)"
+        )
+    ]
+    ranked = httpx.get(
+        f"{base}/api/v1/runs/1/samples",
+        params={"sort": "score", "order": "desc", "limit": len(shown)},
+    ).json()["items"]
+    assert shown == [row["sample_id"] for row in ranked]
+    # Most of the top of that ranking are the labels flipped on purpose.
+    assert len(set(shown[: len(FLIPPED)]) & {int(i) for i in FLIPPED}) >= 0.8 * min(
+        len(shown), len(FLIPPED)
+    )
 
 
 def test_relabel_with_the_keyboard_from_the_hardest_samples(server, page):
