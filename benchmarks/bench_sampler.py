@@ -5,7 +5,17 @@ losses (a tensor, as a training step would), and the priority sampler receives t
 ``update``. Prints seconds per epoch and the ratio priority / random.
 
 Run: .venv/bin/python benchmarks/bench_sampler.py [--sizes 60000 1281167] [--memory 10000000]
-     [--breakdown]
+     [--breakdown] [--default-only] [--root CHECKOUT]
+
+To compare two revisions of the sampler on one machine, run this script's ``--root`` against
+each checkout in turn, several times, each in a process of its own (the speed of a machine
+drifts from one process to the next, often more than a change moves it):
+
+    git worktree add /tmp/before HEAD~1
+    for i in 1 2 3; do
+      .venv/bin/python benchmarks/bench_sampler.py --sizes 60000 --epochs 40 --memory 0 --default-only
+      .venv/bin/python benchmarks/bench_sampler.py --sizes 60000 --epochs 40 --memory 0 --default-only --root /tmp/before
+    done
 """
 
 from __future__ import annotations
@@ -15,13 +25,17 @@ import gc
 import itertools
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
-from datasetq import HeapqSampler
+if TYPE_CHECKING:
+    from datasetq import HeapqSampler
 
 BATCH = 256
 
@@ -57,10 +71,16 @@ def priority_epoch(sampler: HeapqSampler, ids_as_tensor: bool = False) -> float:
         elapsed += time.perf_counter() - start
 
 
-def measure(n: int, epochs: int, ids_as_tensor: bool = False, **options: object) -> None:
+def measure(
+    sampler_class: type[HeapqSampler],
+    n: int,
+    epochs: int,
+    ids_as_tensor: bool = False,
+    **options: object,
+) -> None:
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
-    sampler = HeapqSampler(range(n), shuffle=True, seed=0, **options)  # type: ignore[arg-type]
+    sampler = sampler_class(range(n), shuffle=True, seed=0, **options)  # type: ignore[arg-type]
     construct = time.perf_counter() - start
     warmup = priority_epoch(sampler)  # epoch 0: warm-up, every sample once
     random_times, priority_times = [], []
@@ -77,11 +97,11 @@ def measure(n: int, epochs: int, ids_as_tensor: bool = False, **options: object)
     )
 
 
-def breakdown(n: int, epochs: int) -> None:
+def breakdown(sampler_class: type[HeapqSampler], n: int, epochs: int) -> None:
     """Where a default-policy epoch's time goes: the ``update`` calls, the epoch plan (timed
     apart on the same state) and the rest (drawing chunks, applying updates, the evidence)."""
     generator = torch.Generator().manual_seed(0)
-    sampler = HeapqSampler(range(n), shuffle=True, seed=0)
+    sampler = sampler_class(range(n), shuffle=True, seed=0)
     priority_epoch(sampler)  # warm-up
     totals, updates, randoms, plans = [], [], [], []
     for _ in range(epochs):
@@ -107,11 +127,11 @@ def breakdown(n: int, epochs: int) -> None:
     )
 
 
-def memory(n: int) -> None:
+def memory(sampler_class: type[HeapqSampler], n: int) -> None:
     gc.collect()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rng = np.random.default_rng(0)
-    sampler = HeapqSampler(range(n), shuffle=True, seed=0, chunk_size=4096)
+    sampler = sampler_class(range(n), shuffle=True, seed=0, chunk_size=4096)
     warm = sampler.nbytes
     for batch in BatchSampler(sampler, 65536, drop_last=False):  # warm-up epoch
         sampler.update(batch, {"loss": rng.random(len(batch))})
@@ -128,6 +148,20 @@ def memory(n: int) -> None:
     )
 
 
+def sampler_class(root: Path | None) -> type[HeapqSampler]:
+    """The ``HeapqSampler`` of the checkout at ``root`` (default: the one this script runs in);
+    says which one it imported."""
+    if root is not None:
+        sys.path.insert(0, str(root.resolve()))
+    import datasetq
+
+    where = Path(datasetq.__file__).resolve().parent
+    if root is not None and not where.is_relative_to(root.resolve()):
+        raise SystemExit(f"--root {root}: datasetq was imported from {where}, not from there")
+    print(f"sampler from {where}", flush=True)
+    return datasetq.HeapqSampler
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="*", default=[60_000, 1_281_167])
@@ -136,18 +170,24 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="also split the default policy's epoch"
     )
+    parser.add_argument(
+        "--default-only", action="store_true", help="only the default policy, ids as lists"
+    )
+    parser.add_argument("--root", type=Path, help="the checkout whose sampler runs (default: this)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    sampler = sampler_class(args.root)
     for n in args.sizes:
-        measure(n, args.epochs)  # the balanced policy (the default)
-        measure(n, args.epochs, ids_as_tensor=True)
-        measure(n, args.epochs, policy="greedy")
-        measure(n, args.epochs, policy="greedy", max_visits=10)
-        measure(n, args.epochs, steps=4)
+        measure(sampler, n, args.epochs)  # the balanced policy (the default)
+        if not args.default_only:
+            measure(sampler, n, args.epochs, ids_as_tensor=True)
+            measure(sampler, n, args.epochs, policy="greedy")
+            measure(sampler, n, args.epochs, policy="greedy", max_visits=10)
+            measure(sampler, n, args.epochs, steps=4)
         if args.breakdown:
-            breakdown(n, args.epochs)
+            breakdown(sampler, n, args.epochs)
     if args.memory:
-        memory(args.memory)
+        memory(sampler, args.memory)
 
 
 if __name__ == "__main__":

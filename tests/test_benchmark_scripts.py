@@ -113,6 +113,31 @@ def test_sampler_benchmark_measures_every_variant_and_the_breakdown():
     assert any(line.startswith("N=20,000: sampler state") for line in lines)
 
 
+def test_sampler_benchmark_runs_the_checkout_it_is_pointed_at_and_refuses_another(tmp_path):
+    def run(root: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "bench_sampler.py"),
+                *("--sizes", "2000", "--epochs", "1", "--memory", "0", "--default-only"),
+                *("--root", str(root)),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    result = run(ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"sampler from {ROOT / 'datasetq'}"
+    assert len([line for line in lines if "ratio" in line]) == 1  # the default policy only
+    elsewhere = run(tmp_path)  # holds no datasetq: the import finds the installed one instead
+    assert elsewhere.returncode != 0
+    assert f"--root {tmp_path}: datasetq was imported from" in elsewhere.stderr
+
+
 def test_draw_fingerprint_is_the_same_for_the_same_code_and_moves_with_the_options():
     def run() -> list[str]:
         result = subprocess.run(

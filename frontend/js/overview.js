@@ -6,7 +6,7 @@ const layout = (title, extra = {}) => ({
   margin: { l: 55, r: 20, t: 40, b: 75 },
   autosize: true,
   height: 320,
-  // At the foot of the figure, below the x axis's title (placed in the plot it covers it).
+  // At the foot of the figure, below the x axis's title (placed relative to the plot, it covered it).
   legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" },
   ...extra,
 });
