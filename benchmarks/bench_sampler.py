@@ -148,7 +148,7 @@ def memory(sampler_class: type[HeapqSampler], n: int) -> None:
     )
 
 
-def sampler_class(root: Path | None) -> type[HeapqSampler]:
+def import_sampler_class(root: Path | None) -> type[HeapqSampler]:
     """The ``HeapqSampler`` of the checkout at ``root`` (default: the one this script runs in);
     says which one it imported."""
     if root is not None:
@@ -176,18 +176,18 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help="the checkout whose sampler runs (default: this)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    sampler = sampler_class(args.root)
+    sampler_class = import_sampler_class(args.root)
     for n in args.sizes:
-        measure(sampler, n, args.epochs)  # the balanced policy (the default)
+        measure(sampler_class, n, args.epochs)  # the balanced policy (the default)
         if not args.default_only:
-            measure(sampler, n, args.epochs, ids_as_tensor=True)
-            measure(sampler, n, args.epochs, policy="greedy")
-            measure(sampler, n, args.epochs, policy="greedy", max_visits=10)
-            measure(sampler, n, args.epochs, steps=4)
+            measure(sampler_class, n, args.epochs, ids_as_tensor=True)
+            measure(sampler_class, n, args.epochs, policy="greedy")
+            measure(sampler_class, n, args.epochs, policy="greedy", max_visits=10)
+            measure(sampler_class, n, args.epochs, steps=4)
         if args.breakdown:
-            breakdown(sampler, n, args.epochs)
+            breakdown(sampler_class, n, args.epochs)
     if args.memory:
-        memory(sampler, args.memory)
+        memory(sampler_class, args.memory)
 
 
 if __name__ == "__main__":
