@@ -3,6 +3,7 @@ between. Here each runs at a tiny size; its timings are not looked at, only that
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -156,3 +157,27 @@ def test_draw_fingerprint_is_the_same_for_the_same_code_and_moves_with_the_optio
     hashes = [line.rsplit(": ", 1)[1].split()[0] for line in first]
     assert len(set(hashes)) == 8  # every option set draws differently
     assert all(int(line.split("(")[-1].split()[0]) > 0 for line in first)  # evictions happen
+
+
+def test_study_cache_files_keep_only_what_was_computed_into_them(tmp_path, monkeypatch):
+    """The report run (no shard) reads every shard's file; a result it computes goes to its own
+    file beside what that file held, without copying the shards' results into it."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks" / "studies"))
+    import result_cache
+
+    monkeypatch.setattr(result_cache, "RESULTS", tmp_path)
+    (tmp_path / "runs-shard0.json").write_text(json.dumps({"a": {"value": 1}}))
+    (tmp_path / "runs.json").write_text(json.dumps({"b": {"value": 2}}))
+    cache = result_cache.ResultCache("runs")
+    assert cache.get("a", lambda: pytest.fail("a is cached")) == {"value": 1}
+    assert cache.get("c", lambda: {"value": 3}) == {"value": 3}
+    assert json.loads((tmp_path / "runs.json").read_text()) == {
+        "b": {"value": 2},
+        "c": {"value": 3},
+    }
+    assert json.loads((tmp_path / "runs-shard0.json").read_text()) == {"a": {"value": 1}}
+    # A shard computes every k-th missing result into its own file.
+    shard = result_cache.ResultCache("runs", (1, 2))
+    assert shard.get("d", lambda: pytest.fail("shard 0 computes d")) is None
+    assert shard.get("e", lambda: {"value": 5}) == {"value": 5}
+    assert json.loads((tmp_path / "runs-shard1.json").read_text()) == {"e": {"value": 5}}

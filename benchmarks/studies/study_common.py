@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import json
-import os
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from result_cache import ResultCache
 from sklearn.metrics import roc_auc_score
 
 from datasetq.models import ExamplesNet, SmallCNN
@@ -36,9 +34,6 @@ from datasetq.training import TrainConfig, make_splits, train_mnist
 # the shards of a study share the machine's cores anyway.
 torch.set_num_threads(1)
 
-RESULTS = Path(
-    os.environ.get("DATASETQ_STUDY_DIR", Path(__file__).resolve().parents[2] / "docs" / "study")
-)
 
 # Sampler options per configuration (None: random order). "losses only" runs report only the
 # loss to the sampler (no margin), as a loop that computes nothing else would.
@@ -332,42 +327,6 @@ def train_run(key: RunKey, tracker: ScoreTracker | None = None) -> dict[str, Any
         "seconds": time.perf_counter() - start,
         "epochs": epochs,
     }
-
-
-class ResultCache:
-    """Results by name in ``RESULTS/<stem>.json``, computed once.
-
-    With ``shard=(i, k)`` the process computes only every k-th missing result asked for
-    (counting from i) and saves it to a file of its own, so k processes can share the work; the
-    report run reads every ``<stem>*.json``.
-    """
-
-    def __init__(self, stem: str, shard: tuple[int, int] | None = None) -> None:
-        self.results: dict[str, Any] = {}
-        for path in sorted(RESULTS.glob(f"{stem}*.json")):
-            self.results.update(json.loads(path.read_text()))
-        suffix = "" if shard is None else f"-shard{shard[0]}"
-        self.path = RESULTS / f"{stem}{suffix}.json"
-        self.shard = shard
-        self._own: dict[str, Any] = (
-            json.loads(self.path.read_text()) if shard is not None and self.path.exists() else {}
-        )
-        self._asked = 0
-
-    def get(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
-        """The cached result, else ``compute()``'s; None when another shard computes it."""
-        self._asked += 1
-        if name in self.results:
-            return dict(self.results[name])
-        if self.shard is not None and (self._asked - 1) % self.shard[1] != self.shard[0]:
-            return None
-        result = compute()
-        self.results[name] = result
-        self._own[name] = result
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        saved = self._own if self.shard is not None else self.results
-        self.path.write_text(json.dumps(saved, indent=1, sort_keys=True))
-        return result
 
 
 def cached_run(cache: ResultCache, key: RunKey) -> dict[str, Any] | None:

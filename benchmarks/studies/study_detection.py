@@ -25,12 +25,11 @@ import numpy as np
 import torch
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
+from result_cache import RESULTS, ResultCache
 from sklearn.model_selection import StratifiedKFold
 from study_common import (
     MODELS,
-    RESULTS,
     TRAINING_FILES,
-    ResultCache,
     RunKey,
     add_study_arguments,
     cached_run,

@@ -23,10 +23,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from result_cache import RESULTS, ResultCache
 from study_common import (
     CONFIGS,
-    RESULTS,
-    ResultCache,
     RunKey,
     add_study_arguments,
     cached_run,

@@ -20,10 +20,10 @@ import argparse
 from typing import Any
 
 import numpy as np
+from result_cache import ResultCache
 from study_common import (
     CONFIGS,
     NOISE_KINDS,
-    ResultCache,
     RunKey,
     add_study_arguments,
     cached_run,

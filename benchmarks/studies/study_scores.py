@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from result_cache import ResultCache
 from sklearn.metrics import roc_auc_score
 from study_common import (
     NOISE_KINDS,
-    ResultCache,
     RunKey,
     ScoreTracker,
     add_study_arguments,

@@ -17,8 +17,8 @@ import argparse
 from typing import Any
 
 import numpy as np
+from result_cache import ResultCache
 from study_common import (
-    ResultCache,
     RunKey,
     add_study_arguments,
     cached_run,
