@@ -71,6 +71,16 @@ def test_overview_renders_charts_with_data(server, page):
     page.screenshot(path=ARTIFACTS / "overview.png", full_page=True)
 
 
+def tile_ids(page) -> list[int]:
+    """The sample ids of the gallery's tiles, in order."""
+    return [
+        int(i)
+        for i in page.eval_on_selector_all(
+            "#gallery-grid .tile", "ts => ts.map(t => t.dataset.sample)"
+        )
+    ]
+
+
 def boxes_overlap(a: dict[str, float], b: dict[str, float]) -> bool:
     return (
         a["x"] < b["x"] + b["width"]
@@ -110,12 +120,7 @@ def test_the_gallery_link_opens_the_most_suspicious_samples_first(server, page):
     page.get_by_role("link", name="Gallery").click()
     page.wait_for_selector("#gallery-grid .tile")
     assert page.inner_text("h1").startswith("Gallery: Most suspicious")
-    shown = [
-        int(i)
-        for i in page.eval_on_selector_all(
-            "#gallery-grid .tile", "ts => ts.map(t => t.dataset.sample)"
-        )
-    ]
+    shown = tile_ids(page)
     ranked = httpx.get(
         f"{base}/api/v1/runs/1/samples",
         params={"sort": "score", "order": "desc", "limit": len(shown)},

@@ -17,7 +17,7 @@ from datasetq.server.server import BackgroundServer
 from datasetq.server.settings import Settings
 from datasetq.training import MNISTSplit
 from tests.backend.conftest import query
-from tests.frontend.test_dashboard import ARTIFACTS, pytestmark  # noqa: F401
+from tests.frontend.test_dashboard import ARTIFACTS, pytestmark, tile_ids  # noqa: F401
 
 N = 1000
 FLIPPED = np.arange(0, N, 4)  # a quarter of the labels moved up by one class
@@ -94,15 +94,6 @@ def page(browser):
     yield page
     context.close()
     assert problems == [], problems
-
-
-def tile_ids(page) -> list[int]:
-    return [
-        int(i)
-        for i in page.eval_on_selector_all(
-            "#gallery-grid .tile", "ts => ts.map(t => t.dataset.sample)"
-        )
-    ]
 
 
 def screenshot(page, name: str) -> None:
