@@ -68,8 +68,9 @@ function confusionPanel(runId, summary, confusion) {
   return section;
 }
 
+// A cell's samples open in the gallery's default order: the most suspicious first.
 function cellHref(runId, label, pred) {
-  return `#/runs/${runId}/gallery?view=hardest&label=${label}&pred=${pred}`;
+  return `#/runs/${runId}/gallery?view=score&label=${label}&pred=${pred}`;
 }
 
 function confusionTable(runId, names, cells) {

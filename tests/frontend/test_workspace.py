@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -186,7 +187,15 @@ def test_a_confusion_cell_opens_exactly_the_samples_the_store_holds_for_it(works
         "n => document.querySelector('#gallery-count').innerText === `${n} of ${n} shown`",
         arg=len(expected),
     )
-    assert set(tile_ids(page)) == expected
+    shown = tile_ids(page)
+    assert set(shown) == expected
+    # In the gallery's default order, the suspicion ranking, as the API gives it for the cell.
+    assert page.inner_text("h1").startswith("Gallery: Most suspicious")
+    ranked = httpx.get(
+        f"{base}/api/v1/runs/1/samples",
+        params={"sort": "score", "order": "desc", "label": 3, "pred": 5, "limit": len(shown)},
+    ).json()["items"]
+    assert shown == [row["sample_id"] for row in ranked]
     assert "predicted 5 - five" in page.inner_text("h1")
     assert page.input_value("#class-select") == "3"
     assert page.input_value("#pred-select") == "5"
