@@ -141,6 +141,19 @@ def cross_validated(
     return cache.get(name, compute)
 
 
+def cleanlab_aurocs(
+    cache: ResultCache, noise: float, noise_kind: str, seeds: int, epochs: int
+) -> list[float]:
+    """cleanlab 5-fold's self-confidence AUROC on seeds ``0 .. seeds - 1`` of a cell, after
+    ``epochs`` (cross-validated when missing; seeds another shard computes are left out)."""
+    found = [cross_validated(cache, noise, s, epochs, "small", noise_kind) for s in range(seeds)]
+    return [
+        seed[str(epochs)]["cleanlab self-confidence (top k)"]["auroc"]
+        for seed in found
+        if seed is not None
+    ]
+
+
 def collect(
     args: argparse.Namespace, noise: float, runs: ResultCache, cleanlab: ResultCache
 ) -> tuple[list[Any], dict[str, list[Any]]]:

@@ -31,7 +31,7 @@ from study_common import (
     train_config,
     train_run,
 )
-from study_detection import cross_validated
+from study_detection import cleanlab_aurocs
 from study_scores import CoverageTracker, _auroc, _mean
 
 from datasetq.training import make_splits
@@ -188,15 +188,9 @@ def main() -> None:
             if result is not None:
                 seeds.append(result)
         found[(kind, noise)] = seeds
-        cross = [
-            cross_validated(cleanlab_cache, noise, s, args.epochs, "small", NOISE_KINDS[kind])
-            for s in range(args.seeds)
-        ]
-        cleanlab[(kind, noise)] = [
-            c[str(args.epochs)]["cleanlab self-confidence (top k)"]["auroc"]
-            for c in cross
-            if c is not None
-        ]
+        cleanlab[(kind, noise)] = cleanlab_aurocs(
+            cleanlab_cache, noise, NOISE_KINDS[kind], args.seeds, args.epochs
+        )
     if shard is None:
         report(found, cleanlab)
 

@@ -33,7 +33,7 @@ from study_common import (
     parse_shard,
     run_revision,
 )
-from study_detection import cross_validated
+from study_detection import cleanlab_aurocs
 
 CELLS = [("sym", 0.0), ("sym", 0.2), ("sym", 0.4), ("pair", 0.2), ("pair", 0.4)]
 # On the 2,000-sample training set: the eviction check, with the frontier of reject_scale.
@@ -178,13 +178,12 @@ def main() -> None:
 
     big = collect(args.configs, 8000)
     small_runs = collect(SMALL_CONFIGS, 2000)
-    cross: dict[tuple[str, float], list[Any]] = {}
+    cleanlab: dict[tuple[str, float], list[float]] = {}
     if not args.no_cleanlab:
         for kind, noise in CELLS[1:]:
-            cross[(kind, noise)] = [
-                cross_validated(cleanlab_cache, noise, s, args.epochs, "small", NOISE_KINDS[kind])
-                for s in range(args.seeds)
-            ]
+            cleanlab[(kind, noise)] = cleanlab_aurocs(
+                cleanlab_cache, noise, NOISE_KINDS[kind], args.seeds, args.epochs
+            )
     if shard is not None:
         return
 
@@ -195,12 +194,6 @@ def main() -> None:
             out[cell] = {c: cell_figures(rs, random_final) for c, rs in by_config.items()}
         return out
 
-    cleanlab = {
-        cell: [
-            seed[str(args.epochs)]["cleanlab self-confidence (top k)"]["auroc"] for seed in seeds
-        ]
-        for cell, seeds in cross.items()
-    }
     report(figures(big), cleanlab, figures(small_runs), args.epochs)
 
 

@@ -34,7 +34,7 @@ from study_common import (
     train_config,
     train_run,
 )
-from study_detection import cross_validated
+from study_detection import cleanlab_aurocs
 
 from datasetq.training import make_splits
 
@@ -190,15 +190,9 @@ def main() -> None:
                         auroc = cached["epochs"][-1]["detection"]["suspicion"]["auroc"]
                         same += auroc == result["auroc"]["mean loss (the dashboard's)"]
             found[(kind, noise, config)] = seeds
-        cross = [
-            cross_validated(cleanlab_cache, noise, s, args.epochs, "small", NOISE_KINDS[kind])
-            for s in range(args.seeds)
-        ]
-        cleanlab[(kind, noise)] = [
-            c[str(args.epochs)]["cleanlab self-confidence (top k)"]["auroc"]
-            for c in cross
-            if c is not None
-        ]
+        cleanlab[(kind, noise)] = cleanlab_aurocs(
+            cleanlab_cache, noise, NOISE_KINDS[kind], args.seeds, args.epochs
+        )
     if shard is None:
         report(found, cleanlab)
         print(
