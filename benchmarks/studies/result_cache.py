@@ -24,13 +24,16 @@ class ResultCache:
     """
 
     def __init__(self, stem: str, shard: tuple[int, int] | None = None) -> None:
-        self.results: dict[str, Any] = {}
-        for path in sorted(RESULTS.glob(f"{stem}*.json")):
-            self.results.update(json.loads(path.read_text()))
         suffix = "" if shard is None else f"-shard{shard[0]}"
         self.path = RESULTS / f"{stem}{suffix}.json"
         self.shard = shard
-        self._own: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.results: dict[str, Any] = {}
+        self._own: dict[str, Any] = {}  # what this process's file holds
+        for path in sorted(RESULTS.glob(f"{stem}*.json")):
+            held = json.loads(path.read_text())
+            self.results.update(held)
+            if path == self.path:
+                self._own = dict(held)
         self._asked = 0
 
     def get(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from study_common import (
     train_run,
 )
 from study_detection import cleanlab_aurocs
-from study_scores import CoverageTracker, _auroc, _mean
+from study_scores import CoverageTracker, auroc_unscored_last, mean_over_epochs
 
 from datasetq.training import make_splits
 
@@ -73,15 +73,19 @@ def misordered_shares(
     return shares
 
 
-def compare_seed(noise: float, kind: str, seed: int, epochs: int) -> dict[str, Any]:
-    """Trains the losses-only priority run and random order on one seed; the split of each
-    ranking's error by the priority run's evictions, and how both models saw the samples."""
-    keys = {
+def seed_keys(noise: float, kind: str, seed: int, epochs: int) -> dict[str, RunKey]:
+    """The losses-only priority run and the random-order run of one seed."""
+    return {
         config: RunKey(
             config, noise, seed, epochs, "small", 8000, NOISE_KINDS[kind], run_revision(config)
         )
         for config in (PRIORITY, "random")
     }
+
+
+def compare_seed(keys: dict[str, RunKey]) -> dict[str, Any]:
+    """Trains the two runs of :func:`seed_keys`; the split of each ranking's error by the
+    priority run's evictions, and how both models saw the samples."""
     _, _, flipped_ids = make_splits(train_config(keys[PRIORITY]))
     truth = np.zeros(keys[PRIORITY].train_size, dtype=bool)
     truth[flipped_ids] = True
@@ -98,9 +102,12 @@ def compare_seed(noise: float, kind: str, seed: int, epochs: int) -> dict[str, A
     figures: dict[str, Any] = {"sizes": {name: int(mask.sum()) for name, mask in groups.items()}}
     for config, tracker in tracked.items():
         loss, margin = np.stack(tracker.losses), np.stack(tracker.margins)
-        score = _mean(loss)
+        score = mean_over_epochs(loss)
         last_margin = _last_visit(margin)
-        auroc, misordered = _auroc(truth, score), misordered_shares(score, groups, pairs)
+        auroc, misordered = (
+            auroc_unscored_last(truth, score),
+            misordered_shares(score, groups, pairs),
+        )
         # The four parts are the whole error (no two scores tie in these runs).
         assert abs(sum(misordered.values()) - (1 - auroc)) < 1e-9, (auroc, misordered)
         figures[config] = {
@@ -169,21 +176,10 @@ def main() -> None:
     for kind, noise in CELLS:
         seeds = []
         for seed in range(args.seeds):
-            name = RunKey(
-                PRIORITY,
-                noise,
-                seed,
-                args.epochs,
-                "small",
-                8000,
-                NOISE_KINDS[kind],
-                run_revision(PRIORITY),
-            ).name()
+            keys = seed_keys(noise, kind, seed, args.epochs)
             result = cache.get(
-                f"against random|{name}",
-                lambda noise=noise, kind=kind, seed=seed: compare_seed(
-                    noise, kind, seed, args.epochs
-                ),
+                f"against random|{keys[PRIORITY].name()}",
+                lambda keys=keys: compare_seed(keys),
             )
             if result is not None:
                 seeds.append(result)

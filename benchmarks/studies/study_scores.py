@@ -68,7 +68,7 @@ class CoverageTracker(ScoreTracker):
         self._margin[ids] = metrics["margin"].numpy()[positions]
 
 
-def _mean(values: np.ndarray) -> np.ndarray:
+def mean_over_epochs(values: np.ndarray) -> np.ndarray:
     """Mean over epochs (axis 0), ignoring epochs without a coverage visit."""
     counts = (~np.isnan(values)).sum(axis=0)
     return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), -np.inf)
@@ -105,24 +105,24 @@ def _epoch_ranks(loss: np.ndarray) -> np.ndarray:
 
 def _doubt_share(loss: np.ndarray) -> np.ndarray:
     doubted = np.where(np.isnan(loss), np.nan, (loss > WRONG_LOSS).astype(float))
-    return _mean(doubted) + 1e-3 * _mean(loss)  # ties broken by the mean loss
+    return mean_over_epochs(doubted) + 1e-3 * mean_over_epochs(loss)  # ties broken by the mean loss
 
 
 # Higher = more likely mislabeled. Arguments: coverage losses and margins, epochs x samples.
 SCORES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "mean loss (the dashboard's)": lambda loss, _: _mean(loss),
-    "mean loss without the warm-up epoch": lambda loss, _: _mean(loss[1:]),
-    "mean loss clipped at 2": lambda loss, _: _mean(np.minimum(loss, 2.0)),
+    "mean loss (the dashboard's)": lambda loss, _: mean_over_epochs(loss),
+    "mean loss without the warm-up epoch": lambda loss, _: mean_over_epochs(loss[1:]),
+    "mean loss clipped at 2": lambda loss, _: mean_over_epochs(np.minimum(loss, 2.0)),
     "median loss": lambda loss, _: _median(loss),
     "share of visits with loss > ln 2": lambda loss, _: _doubt_share(loss),
-    "mean negative log-odds": lambda loss, _: _mean(-_log_odds(loss)),
+    "mean negative log-odds": lambda loss, _: mean_over_epochs(-_log_odds(loss)),
     "mean loss weighted by epoch": lambda loss, _: _by_epoch(loss),
-    "mean percentile within the epoch": lambda loss, _: _mean(_epoch_ranks(loss)),
-    "mean negative margin (needs margins)": lambda _, margin: _mean(-margin),
+    "mean percentile within the epoch": lambda loss, _: mean_over_epochs(_epoch_ranks(loss)),
+    "mean negative margin (needs margins)": lambda _, margin: mean_over_epochs(-margin),
 }
 
 
-def _auroc(truth: np.ndarray, score: np.ndarray) -> float:
+def auroc_unscored_last(truth: np.ndarray, score: np.ndarray) -> float:
     """AUROC with samples that have no score (never had a coverage visit there) ranked last."""
     finite = np.isfinite(score)
     return float(roc_auc_score(truth, np.where(finite, score, score[finite].min() - 1.0)))
@@ -137,7 +137,9 @@ def score_run(key: RunKey) -> dict[str, Any]:
     truth[flipped] = True
     loss, margin = np.stack(tracker.losses), np.stack(tracker.margins)
     recorded = result["epochs"][-1]["detection"]["suspicion"]["auroc"]
-    aurocs = {name: _auroc(truth, score(loss, margin)) for name, score in SCORES.items()}
+    aurocs = {
+        name: auroc_unscored_last(truth, score(loss, margin)) for name, score in SCORES.items()
+    }
     # The tracker's own suspicion and the first candidate are the same score on the same run.
     assert abs(aurocs["mean loss (the dashboard's)"] - recorded) < 1e-9, (aurocs, recorded)
     return {"auroc": aurocs}

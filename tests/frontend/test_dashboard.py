@@ -81,6 +81,13 @@ def tile_ids(page) -> list[int]:
     ]
 
 
+def ranked_ids(base: str, limit: int, **filters: int) -> list[int]:
+    """The API's "most suspicious" order of a run's samples (those matching ``filters``)."""
+    params = {"sort": "score", "order": "desc", "limit": limit, **filters}
+    items = httpx.get(f"{base}/api/v1/runs/1/samples", params=params).json()["items"]
+    return [row["sample_id"] for row in items]
+
+
 def boxes_overlap(a: dict[str, float], b: dict[str, float]) -> bool:
     return (
         a["x"] < b["x"] + b["width"]
@@ -121,11 +128,7 @@ def test_the_gallery_link_opens_the_most_suspicious_samples_first(server, page):
     page.wait_for_selector("#gallery-grid .tile")
     assert page.inner_text("h1").startswith("Gallery: Most suspicious")
     shown = tile_ids(page)
-    ranked = httpx.get(
-        f"{base}/api/v1/runs/1/samples",
-        params={"sort": "score", "order": "desc", "limit": len(shown)},
-    ).json()["items"]
-    assert shown == [row["sample_id"] for row in ranked]
+    assert shown == ranked_ids(base, len(shown))
     # Most of the top of that ranking are the labels flipped on purpose.
     assert len(set(shown[: len(FLIPPED)]) & {int(i) for i in FLIPPED}) >= 0.8 * min(
         len(shown), len(FLIPPED)

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -18,7 +17,7 @@ from datasetq.server.server import BackgroundServer
 from datasetq.server.settings import Settings
 from datasetq.training import MNISTSplit
 from tests.backend.conftest import query
-from tests.frontend.test_dashboard import ARTIFACTS, pytestmark, tile_ids  # noqa: F401
+from tests.frontend.test_dashboard import ARTIFACTS, pytestmark, ranked_ids, tile_ids  # noqa: F401
 
 N = 1000
 FLIPPED = np.arange(0, N, 4)  # a quarter of the labels moved up by one class
@@ -191,11 +190,7 @@ def test_a_confusion_cell_opens_exactly_the_samples_the_store_holds_for_it(works
     assert set(shown) == expected
     # In the gallery's default order, the suspicion ranking, as the API gives it for the cell.
     assert page.inner_text("h1").startswith("Gallery: Most suspicious")
-    ranked = httpx.get(
-        f"{base}/api/v1/runs/1/samples",
-        params={"sort": "score", "order": "desc", "label": 3, "pred": 5, "limit": len(shown)},
-    ).json()["items"]
-    assert shown == [row["sample_id"] for row in ranked]
+    assert shown == ranked_ids(base, len(shown), label=3, pred=5)
     assert "predicted 5 - five" in page.inner_text("h1")
     assert page.input_value("#class-select") == "3"
     assert page.input_value("#pred-select") == "5"
