@@ -362,20 +362,27 @@ class CoverageEvidence:
         _count_up(records["epochs"])
         given = self._margins(coverage_loss, None if margin is None else margin[first])
         self.accepted += np.bincount(_margin_bins(given[given > 0]), minlength=_BIN_COUNT)
+        wrong = self._rejects(given)
+        doubt = given < 0
         self.visit_counts += (
             len(given),
-            int(np.count_nonzero(self._rejects(given))),
-            int(np.count_nonzero(given < 0)),
+            int(np.count_nonzero(wrong)),
+            int(np.count_nonzero(doubt)),
         )
-        found = self._judge(records, unique, given, epoch) if judged else unique[:0]
+        found = self._judge(records, unique, wrong, doubt, epoch) if judged else unique[:0]
         self.records[unique] = records
         return found
 
-    def _judge(self, records: npt.NDArray[np.void], ids: I64, given: F32, epoch: int) -> I64:
-        """Counts the visits' rejections and doubts into ``records`` (the rows of ``ids``);
-        returns the ids that became suspicious."""
-        doubt = given < 0
-        wrong = self._rejects(given)
+    def _judge(
+        self,
+        records: npt.NDArray[np.void],
+        ids: I64,
+        wrong: npt.NDArray[np.bool_],
+        doubt: npt.NDArray[np.bool_],
+        epoch: int,
+    ) -> I64:
+        """Counts the visits' rejections (``wrong``) and doubts into ``records`` (the rows of
+        ``ids``); returns the ids that became suspicious."""
         streak = records["wrong"]
         _count_up(streak)
         streak *= wrong  # in a row: a visit that does not reject clears it

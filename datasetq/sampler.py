@@ -538,7 +538,7 @@ class HeapqSampler(Sampler[int]):
             if snapshot is not None:
                 self._add_pending(snapshot, snapshot.count)
                 return
-        drawn = self._recent.match(indices) if type(indices) is list else None
+        drawn = self._recent.match(indices)
         if drawn is not None:
             ids, columns = drawn, host_metrics(metrics, len(drawn), self.key)
         else:
