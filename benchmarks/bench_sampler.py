@@ -97,22 +97,30 @@ def measure(
     )
 
 
-def breakdown(sampler_class: type[HeapqSampler], n: int, epochs: int) -> None:
+def breakdown(
+    sampler_class: type[HeapqSampler], n: int, epochs: int, ids_as_tensor: bool = False
+) -> None:
     """Where a default-policy epoch's time goes: the ``update`` calls, the epoch plan (timed
-    apart on the same state) and the rest (drawing chunks, applying updates, the evidence)."""
+    apart on the same state) and the rest (drawing chunks, applying updates, the evidence).
+    With ``ids_as_tensor`` the ids reach ``update`` as a collated tensor (made outside the
+    timed part, so the epoch's total is the sampler's alone)."""
     generator = torch.Generator().manual_seed(0)
     sampler = sampler_class(range(n), shuffle=True, seed=0)
     priority_epoch(sampler)  # warm-up
-    totals, updates, randoms, plans = [], [], [], []
+    totals, updates, randoms, plans, calls = [], [], [], [], 0
     for _ in range(epochs):
-        in_update = 0.0
+        in_update = outside = 0.0
         start = time.perf_counter()
         for batch in BatchSampler(sampler, BATCH, drop_last=False):
             losses = torch.rand(len(batch))
+            made = time.perf_counter()
+            ids = torch.tensor(batch) if ids_as_tensor else batch
             before = time.perf_counter()
-            sampler.update(batch, {"loss": losses})
+            sampler.update(ids, {"loss": losses})
             in_update += time.perf_counter() - before
-        totals.append(time.perf_counter() - start)
+            outside += before - made
+            calls += 1
+        totals.append(time.perf_counter() - start - outside)
         updates.append(in_update)
         randoms.append(random_epoch(n, generator))
         start = time.perf_counter()
@@ -120,10 +128,13 @@ def breakdown(sampler_class: type[HeapqSampler], n: int, epochs: int) -> None:
         plans.append(time.perf_counter() - start)
     total, update, plan = (statistics.median(t) * 1e3 for t in (totals, updates, plans))
     random = statistics.median(randoms) * 1e3
+    per_call = sum(updates) / calls * 1e6
+    form = "tensor" if ids_as_tensor else "list"
     print(
-        f"N={n:>9,} breakdown: priority epoch {total:.2f} ms = update calls {update:.2f} + "
-        f"plan {plan:.2f} + the rest {total - update - plan:.2f} ms; random epoch {random:.2f} ms "
-        f"(update calls alone are {update / random:.2f}x of it)"
+        f"N={n:>9,} breakdown, ids as {form}: priority epoch {total:.2f} ms = update calls "
+        f"{update:.2f} ({per_call:.1f} µs each) + plan {plan:.2f} + the rest "
+        f"{total - update - plan:.2f} ms; random epoch {random:.2f} ms (update calls alone are "
+        f"{update / random:.2f}x of it)"
     )
 
 
@@ -186,6 +197,7 @@ def main() -> None:
             measure(sampler_class, n, args.epochs, steps=4)
         if args.breakdown:
             breakdown(sampler_class, n, args.epochs)
+            breakdown(sampler_class, n, args.epochs, ids_as_tensor=True)
     if args.memory:
         memory(sampler_class, args.memory)
 
