@@ -108,9 +108,12 @@ def test_sampler_benchmark_measures_every_variant_and_the_breakdown():
     measured = [line for line in lines if "ratio" in line]
     assert len(measured) == 5  # balanced (lists, tensors), greedy, max_visits, steps
     assert all(float(line.split("ratio")[1].split("x")[0]) > 0 for line in measured)
-    (breakdown,) = [line for line in lines if "breakdown" in line]
-    assert "update calls" in breakdown
-    assert "plan" in breakdown
+    breakdowns = [line for line in lines if "breakdown" in line]
+    assert [line.split("ids as ")[1].split(":")[0] for line in breakdowns] == ["list", "tensor"]
+    for line in breakdowns:
+        per_call = float(line.split("update calls")[1].split("(")[1].split(" µs")[0])
+        assert per_call > 0
+        assert "plan" in line
     assert any(line.startswith("N=20,000: sampler state") for line in lines)
 
 
