@@ -93,8 +93,17 @@ def _reads_host(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> boo
     return False
 
 
-def on_gpu(values: Any, dtype: torch.dtype | None = None) -> GpuStandIn:
-    return torch.as_tensor(values, dtype=dtype).as_subclass(GpuStandIn)
+def on_gpu(values: Any) -> GpuStandIn:
+    return torch.as_tensor(values).as_subclass(GpuStandIn)
+
+
+# The forms a loop may give its ids in.
+IDS_AS = {
+    "gpu": on_gpu,
+    "list": lambda batch: batch,
+    "array": np.asarray,
+    "cpu": torch.tensor,
+}
 
 
 @contextmanager
@@ -117,12 +126,7 @@ def train(sampler: HeapqSampler, epochs: int, ids_as: str, metrics_on_gpu: bool)
             loss = (torch.rand(len(batch), generator=generator) * 3).to(torch.bfloat16)
             margin = 1.0 - loss.float()
             pred = (loss > 1.5).long()
-            ids: Any = {
-                "gpu": on_gpu(batch),
-                "list": batch,
-                "array": np.asarray(batch),
-                "cpu": torch.tensor(batch),
-            }[ids_as]
+            ids = IDS_AS[ids_as](batch)
             if metrics_on_gpu:
                 metrics: dict[str, Any] = {
                     "loss": on_gpu(loss),
@@ -157,7 +161,7 @@ def test_the_stand_in_takes_the_gpu_path_and_records_reads():
 
 
 @pytest.mark.parametrize("policy", ["balanced", "greedy"])
-@pytest.mark.parametrize("ids_as", ["gpu", "list", "array", "cpu"])
+@pytest.mark.parametrize("ids_as", sorted(IDS_AS))
 def test_update_reads_no_gpu_values_on_the_host(policy, ids_as, monkeypatch):
     snapshots = []
 
@@ -179,7 +183,7 @@ def test_update_reads_no_gpu_values_on_the_host(policy, ids_as, monkeypatch):
     np.testing.assert_array_equal(sampler.loss, twin.loss)
     np.testing.assert_array_equal(sampler.visits, twin.visits)
     np.testing.assert_array_equal(sampler.metrics["pred"], twin.metrics["pred"])
-    assert np.isfinite(sampler.loss).sum() == np.isfinite(twin.loss).sum() > 0
+    assert np.isfinite(sampler.loss).any()
 
 
 def test_update_reads_no_gpu_values_with_a_recorder_listening(tmp_path):
